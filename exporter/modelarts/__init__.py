@@ -1,0 +1,1 @@
+"""ModelArts API client: authentication, requests with retries, typed errors."""
