@@ -1,0 +1,470 @@
+"""Where a task's log preview window sits in the log, and which of its bytes are new.
+
+The preview call returns the *tail* of a task's log: ``content`` (the window, as text),
+``current_size`` (how many log bytes the window covers) and ``full_size`` (the log's
+length). A cursor marks how far the log has been consumed; each poll the window is
+placed in the log, the cursor is found in it, and only the bytes after the cursor go on
+to the rules. This module is pure: bytes in, bytes and counts out, no I/O.
+
+Placing the window:
+    The window covers log bytes ``[full_size - current_size, full_size)``. A cut can split a
+    UTF-8 character at either end (at the start, where the window cuts the log; at the
+    end, where the writer flushed half a character); ModelArts drops those partial
+    characters, so ``content`` may encode to up to 3 bytes less at each end. The cursor
+    is therefore found by its *signature*: the bytes just before it (``tail``) and the
+    unfinished line just after it (``pending``), tried at the few positions the drops
+    allow.
+
+What a poll can find (``Advance.outcome``):
+    ``continued``  the signature is where it should be: the bytes after it are new.
+    ``gap``        the window no longer reaches the cursor: the bytes in between scrolled
+                   out unseen and are counted as skipped, and so is the first (cut) line.
+    ``reset``      the log shrank, or the signature is not there (the log was restarted and
+                   regrew, or replaced): the old unfinished line is processed as the last
+                   line of the old log, and the new log is processed from its start.
+    ``first``      the first poll of a task: everything the window shows is new.
+
+Lines end at ``\\r\\n``, ``\\n`` or ``\\r``. The unfinished last line is held back until a
+later poll finishes it, or until the job is over (``final=True``). A line that grows past
+``max_line_bytes`` is processed in pieces of that size, never dropped.
+
+Accounting, per log incarnation: ``processed + skipped + (full_size - offset)`` is the
+log's size, where ``full_size - offset`` is what is still pending or unseen. Where the
+window's edges make the exact position uncertain by up to 3 bytes (``slack``), the
+skipped count takes the lower bound and catches up when a later window settles it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+TAIL_BYTES = 64
+"""How many bytes before the cursor are kept as its signature."""
+
+_MAX_EDGE_DROP = 3
+
+_REPLACEMENT = "\ufffd".encode()
+
+_WEAK_SIGNATURE = 8
+"""A cursor found with fewer signature bytes than this, where the window's edges allow
+several positions, is reported as ambiguous."""
+"""A UTF-8 character is at most 4 bytes: at most 3 of them can be cut off at an edge."""
+
+Outcome = Literal["first", "continued", "gap", "reset", "unchanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class CursorState:
+    """What the next poll of one task needs to know; persisted after every poll."""
+
+    started: bool = False
+    """False until a preview has placed the cursor."""
+    offset: int = 0
+    """Absolute log offset of the first byte not yet consumed (a lower bound, see slack)."""
+    slack: int = 0
+    """The true offset may be up to this many bytes higher (UTF-8 cuts at window edges)."""
+    tail: bytes = b""
+    """The last bytes before the cursor, as a window showed them."""
+    pending: bytes = b""
+    """The unfinished line after the cursor, as last seen: held back, not yet processed."""
+    discard: bool = False
+    """True while inside a line whose start scrolled out: skip up to its end."""
+    full_size: int = 0
+    """The log's size at the last poll."""
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """The result of one poll: the bytes to run through the rules and the counts."""
+
+    state: CursorState
+    outcome: Outcome
+    block: bytes = b""
+    """New log content, whole lines only (plus pieces of over-long lines, and the last
+    unfinished line when the job is over or the log was reset)."""
+    lines: int = 0
+    """Lines that ended in this block."""
+    processed_bytes: int = 0
+    skipped_bytes: int = 0
+    resynced: bool = False
+    """The cursor was found only by a wider search (the window lost bytes)."""
+    ambiguous: bool = False
+    """Several cursor positions fit the window equally (see ``_find_cursor``)."""
+    reset_reason: str = ""
+
+
+def _last_terminator(data: bytes, start: int, end: int) -> int:
+    """Index of the last line terminator in ``data[start:end]``, or -1."""
+    return max(data.rfind(b"\n", start, end), data.rfind(b"\r", start, end))
+
+
+def _first_line_end(data: bytes, start: int) -> int:
+    """Index just after the first line terminator at or after ``start``, or -1."""
+    nl = data.find(b"\n", start)
+    cr = data.find(b"\r", start)
+    if cr != -1 and (nl == -1 or cr < nl):
+        return cr + 2 if data[cr + 1 : cr + 2] == b"\n" else cr + 1
+    return -1 if nl == -1 else nl + 1
+
+
+def count_lines(block: bytes) -> int:
+    """Line terminators in ``block``: ``\\r\\n`` counts once."""
+    return block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+
+
+def _char_boundary(data: bytes, index: int) -> int:
+    """The largest index <= ``index`` that does not split a UTF-8 character."""
+    lowest = max(0, index - _MAX_EDGE_DROP)
+    while index > lowest and index < len(data) and (data[index] & 0xC0) == 0x80:
+        index -= 1
+    return index
+
+
+@dataclass(slots=True)
+class _Take:
+    """Bytes taken from the window in this poll, with their accounting."""
+
+    block: bytearray = field(default_factory=bytearray)
+    lines: int = 0
+    processed: int = 0
+
+
+def _take_lines(win: _Window, start: int, *, final: bool, max_line_bytes: int, take: _Take) -> int:
+    """Move the finished lines of ``cb[start:]`` into ``take``; return the new cursor index.
+
+    The unfinished last line stays behind unless ``final``; when it is at least
+    ``max_line_bytes`` long, whole pieces of that size are taken from it.
+    """
+    cb = win.cb
+    end = len(cb)
+    if final:
+        cut = end
+    else:
+        last = _last_terminator(cb, start, end)
+        if last >= start and last == end - 1 and cb[last] == 0x0D:
+            # A trailing \r may be the first half of \r\n: wait for the next byte.
+            last = _last_terminator(cb, start, end - 1)
+        cut = last + 1 if last >= start else start
+        rest = end - cut
+        if rest >= max_line_bytes:
+            piece_end = cut + (rest // max_line_bytes) * max_line_bytes
+            cut = max(cut, _char_boundary(cb, piece_end))
+    if cut > start:
+        chunk = cb[start:cut]
+        take.lines += count_lines(chunk)
+        if final and chunk[-1:] not in (b"\n", b"\r"):
+            take.lines += 1
+        take.processed += win.log_len(start, cut)
+        take.block += chunk
+    return cut
+
+
+def _signature_at(cb: bytes, idx: int, drop: int, state: CursorState) -> int:
+    """How many signature bytes ``cb`` shows with the cursor at ``idx``; -1 on a mismatch.
+
+    ``drop`` bytes before the content were cut off as parts of a character: where the
+    signature's ``tail`` reaches back over them, they must be continuation bytes.
+    """
+    if idx < 0 or idx > len(cb):
+        return -1
+    tail = state.tail
+    k = min(len(tail), idx)
+    if k and cb[idx - k : idx] != tail[len(tail) - k :]:
+        return -1
+    hidden = tail[max(0, len(tail) - k - drop) : len(tail) - k]
+    if any(byte & 0xC0 != 0x80 for byte in hidden):
+        return -1
+    if state.pending and cb[idx : idx + len(state.pending)] != state.pending:
+        return -1
+    return k + len(state.pending)
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """One preview placed in the log."""
+
+    cb: bytes
+    """The window's content, UTF-8 encoded."""
+    start: int
+    """Log offset where the window starts (before any dropped partial character)."""
+    head_drop: int
+    """How many bytes may have been dropped at the start (0 when it starts the log)."""
+    missing: int
+    """``current_size`` minus the content's length in log bytes."""
+    full_size: int
+    replaced: bool
+    """The content holds replacement characters (invalid UTF-8 in the log)."""
+
+    def log_len(self, begin: int, end: int) -> int:
+        """Log bytes behind ``cb[begin:end]``: a replacement character stands for one byte."""
+        if not self.replaced:
+            return end - begin
+        return end - begin - 2 * self.cb.count(_REPLACEMENT, begin, end)
+
+    def index(self, relative: int) -> int:
+        """The content index ``relative`` log bytes after the content's start."""
+        idx = relative
+        if self.replaced and relative > 0:
+            for _ in range(8):
+                shifted = relative + 2 * self.cb.count(_REPLACEMENT, 0, idx)
+                if shifted == idx:
+                    break
+                idx = shifted
+        return idx
+
+
+def advance(
+    state: CursorState,
+    content: str,
+    current_size: int,
+    full_size: int,
+    *,
+    final: bool = False,
+    max_line_bytes: int = 64 * 1024,
+) -> Advance:
+    """Place one preview window against ``state`` and take what is new.
+
+    ``final`` says the job is over: the unfinished last line is processed too, and the
+    whole log counts as consumed.
+    """
+    if max_line_bytes < 1:
+        raise ValueError("max_line_bytes must be positive")
+    cb = content.encode("utf-8", "surrogatepass")
+    start = max(0, full_size - current_size)
+    replaced = _REPLACEMENT in cb
+    missing = current_size - (len(cb) - 2 * cb.count(_REPLACEMENT) if replaced else len(cb))
+    win = _Window(
+        cb=cb,
+        start=start,
+        head_drop=0 if start == 0 else max(0, min(_MAX_EDGE_DROP, missing)),
+        missing=missing,
+        full_size=full_size,
+        replaced=replaced,
+    )
+    if not state.started:
+        return _restart(state, win, "first", final=final, max_line_bytes=max_line_bytes)
+
+    found = _find_cursor(state, win)
+    if found is None and full_size >= state.offset and start <= state.offset:
+        found = _wide_search(state, win)
+    if found is None:
+        if full_size < state.offset:
+            return _reset(state, win, "log shrank", final=final, max_line_bytes=max_line_bytes)
+        if start > state.offset:
+            # The cursor (or part of its range) lies before the window: it scrolled out.
+            # When part of the range lies inside it, a restarted log fits too: a gap
+            # takes nothing twice.
+            return _restart(
+                state,
+                win,
+                "gap",
+                final=final,
+                max_line_bytes=max_line_bytes,
+                ambiguous=start <= state.offset + state.slack,
+            )
+        return _reset(state, win, "content changed", final=final, max_line_bytes=max_line_bytes)
+
+    idx, drops = found.idx, found.drops
+    take = _Take()
+    begin, discard = idx, state.discard
+    if discard:
+        line_end = _first_line_end(cb, idx)
+        begin, discard = (len(cb), True) if line_end == -1 else (line_end, False)
+    cursor = _take_lines(win, begin, final=final, max_line_bytes=max_line_bytes, take=take)
+    if final:
+        new_offset, slack = full_size, 0
+    elif found.resynced:
+        # Offsets after a shift are estimates: keep accounting against the old cursor.
+        new_offset, slack = state.offset + win.log_len(idx, cursor), state.slack
+    else:
+        # The head drop decides where the window sits; the cursor cannot have moved back.
+        at_cursor = win.log_len(0, cursor)
+        new_offset = max(start + min(drops) + at_cursor, state.offset + win.log_len(idx, cursor))
+        slack = max(0, start + max(drops) + at_cursor - new_offset)
+    skipped = max(0, new_offset - state.offset - take.processed)
+    changed = take.processed or skipped or final or full_size != state.full_size
+    return Advance(
+        state=CursorState(
+            started=True,
+            offset=new_offset,
+            slack=slack,
+            # Only what this window showed: older bytes of the signature may be stale.
+            tail=cb[max(idx if found.clamped else 0, cursor - TAIL_BYTES) : cursor],
+            pending=b"" if final else cb[cursor:],
+            discard=discard and not final,
+            full_size=full_size,
+        ),
+        outcome="continued" if changed else "unchanged",
+        block=bytes(take.block),
+        lines=take.lines,
+        processed_bytes=take.processed,
+        skipped_bytes=skipped,
+        resynced=found.resynced,
+        ambiguous=found.ambiguous,
+    )
+
+
+def _find_cursor(state: CursorState, win: _Window) -> _Found | None:
+    """Where the cursor's signature shows in the window.
+
+    The true offset is ``offset .. offset+slack``; the window's content starts at
+    ``start + drop`` in the log for a ``drop`` of ``0 .. head_drop``. Of the positions
+    that show the signature, those showing most of it win (near the window's start less
+    of ``tail`` is visible). Positions that still tie (content that repeats every few
+    bytes, or a signature too short to tell) are ambiguous: the latest is taken, so
+    nothing is taken twice. The drops of all ties stay possible, so the new offset keeps
+    a range (``slack``), settled by a later window.
+    """
+    if win.full_size < state.offset:
+        return None
+    ties: dict[int, list[int]] = {}
+    consistent: set[int] = set()
+    clamped: set[int] = set()
+    best_seen = -1
+    for true_offset in range(state.offset, state.offset + state.slack + 1):
+        for drop in range(win.head_drop + 1):
+            idx = win.index(true_offset - win.start - drop)
+            exact = 0 <= idx <= len(win.cb)
+            if not exact and not state.tail and not state.pending:
+                # A cursor placed with nothing seen around it (in a line being skipped)
+                # may sit in a character that the window's start or end cut off.
+                if idx > len(win.cb):
+                    if idx - len(win.cb) > max(0, win.missing - drop):
+                        continue
+                    idx = len(win.cb)
+                else:
+                    if -idx > drop:
+                        continue
+                    idx = 0
+            seen = _signature_at(win.cb, idx, drop, state)
+            if seen < 0:
+                continue
+            consistent.add(drop)
+            if seen > best_seen:
+                ties, clamped, best_seen = {}, set(), seen
+            if seen == best_seen:
+                ties.setdefault(idx, []).append(drop)
+                if not exact:
+                    clamped.add(idx)
+    if not ties:
+        return None
+    # A few bytes of signature cannot tell a shifted match from the true one, a restarted
+    # log, or (when part of the cursor's range lies before the window) a gap: then every
+    # drop that fits stays possible, and the new offset keeps the whole range.
+    weak = best_seen < _WEAK_SIGNATURE and (win.head_drop > 0 or state.slack > 0)
+    if (weak or best_seen == 0) and state.offset < win.start:
+        drops = list(range(win.head_drop + 1))
+    elif weak or best_seen == 0:
+        drops = sorted(consistent)
+    else:
+        drops = [drop for drops in ties.values() for drop in drops]
+    idx = max(ties)
+    return _Found(idx, drops, ambiguous=len(ties) > 1 or weak, clamped=idx in clamped)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """Where the cursor was found in a window."""
+
+    idx: int
+    """Its index in the content; the latest of the candidates, so nothing is taken twice."""
+    drops: list[int]
+    """The head drops that stay possible: the new offset keeps their range."""
+    ambiguous: bool = False
+    clamped: bool = False
+    """The cursor may lie in a character cut off at the window's edge: what the content
+    shows before ``idx`` is not known to precede it."""
+    resynced: bool = False
+
+
+def _wide_search(state: CursorState, win: _Window) -> _Found | None:
+    """Find the signature near where it should be, when the window lost bytes.
+
+    A server that drops invalid UTF-8 (instead of replacing it) shortens the content and
+    moves everything after the drop; the wider search tolerates that shift. Only used
+    when the sizes show it, so valid logs keep the exact check.
+    """
+    if 0 <= win.missing <= 2 * _MAX_EDGE_DROP:
+        return None
+    signature = state.tail + state.pending
+    if len(signature) < 16:
+        return None
+    expected = win.index(state.offset - win.start) - len(state.tail)
+    spread = abs(win.missing) + 2 * _MAX_EDGE_DROP
+    lo = max(0, expected - spread)
+    hi = min(len(win.cb), expected + spread + len(signature))
+    best = at = win.cb.find(signature, lo, hi)
+    if at == -1:
+        return None
+    while at != -1:
+        if abs(at - expected) < abs(best - expected):
+            best = at
+        at = win.cb.find(signature, at + 1, hi)
+    return _Found(best + len(state.tail), [0], resynced=True)
+
+
+def _restart(
+    state: CursorState,
+    win: _Window,
+    outcome: Outcome,
+    *,
+    final: bool,
+    max_line_bytes: int,
+    take: _Take | None = None,
+    reason: str = "",
+    ambiguous: bool = False,
+) -> Advance:
+    """Take a window with no usable cursor: the first poll, a gap, or a new log after a reset.
+
+    When the window cuts the log, its first line is partial and is skipped.
+    """
+    take = take or _Take()
+    flushed = take.processed
+    cb = win.cb
+    begin, discard = 0, False
+    if win.start > 0:
+        line_end = _first_line_end(cb, 0)
+        begin, discard = (len(cb), True) if line_end == -1 else (line_end, False)
+    cursor = _take_lines(win, begin, final=final, max_line_bytes=max_line_bytes, take=take)
+    if final:
+        new_offset, slack = win.full_size, 0
+    else:
+        new_offset, slack = win.start + win.log_len(0, cursor), win.head_drop
+    # A gap continues the same log; the first poll and a reset count from its start.
+    base = state.offset if outcome == "gap" else 0
+    skipped = max(0, new_offset - base - (take.processed - flushed))
+    return Advance(
+        state=CursorState(
+            started=True,
+            offset=new_offset,
+            slack=slack,
+            tail=cb[max(0, cursor - TAIL_BYTES) : cursor],
+            pending=b"" if (final or discard) else cb[cursor:],
+            discard=discard and not final,
+            full_size=win.full_size,
+        ),
+        outcome=outcome,
+        block=bytes(take.block),
+        lines=take.lines,
+        processed_bytes=take.processed,
+        skipped_bytes=skipped,
+        reset_reason=reason,
+        ambiguous=ambiguous,
+    )
+
+
+def _reset(
+    state: CursorState, win: _Window, reason: str, *, final: bool, max_line_bytes: int
+) -> Advance:
+    """The log was restarted or replaced: finish the old one, take the new from its start."""
+    take = _Take()
+    if state.pending and not state.discard:
+        # The old log's unfinished last line ended with the old log: process it.
+        take.block += state.pending
+        take.block += b"\n"
+        take.lines += 1
+        take.processed += len(state.pending) - 2 * state.pending.count(_REPLACEMENT)
+    return _restart(
+        state, win, "reset", final=final, max_line_bytes=max_line_bytes, take=take, reason=reason
+    )

@@ -1,0 +1,73 @@
+"""Client-side rate limiting: a token bucket plus a global pause after HTTP 429."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+_EPSILON = 1e-9  # float slack, so that sleeping exactly the computed wait always suffices
+
+
+class Throttle:
+    """Thread-safe token bucket shared by every request of a client.
+
+    ``rate_per_second`` None or 0 means unlimited (only :meth:`pause` then delays callers).
+    The bucket holds at most ``max(1, rate)`` tokens, so short bursts up to one second's
+    worth of requests pass without waiting. ``clock`` and ``sleep`` are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_per_second is not None and (math.isnan(rate_per_second) or rate_per_second < 0):
+            raise ValueError("rate_per_second must be >= 0 or None")
+        self._rate = rate_per_second or None
+        self._burst = max(1.0, self._rate or 1.0)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._tokens = self._burst
+        self._refilled_at = clock()
+        self._paused_until = -math.inf
+
+    @property
+    def rate_per_second(self) -> float | None:
+        return self._rate
+
+    def acquire(self) -> None:
+        """Block until any pause has passed and a token is available, then take it."""
+        while True:
+            with self._lock:
+                wait = self._wait_or_take(self._clock())
+            if wait <= 0:
+                return
+            self._sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """Make every caller of :meth:`acquire` wait until ``seconds`` from now.
+
+        Of two overlapping pauses the one ending later wins.
+        """
+        if not seconds > 0:
+            return
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+    def _wait_or_take(self, now: float) -> float:
+        """Seconds still to wait, or 0 after taking a token. Called with the lock held."""
+        if now < self._paused_until:
+            return self._paused_until - now
+        if self._rate is None:
+            return 0.0
+        elapsed = max(0.0, now - self._refilled_at)
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        self._refilled_at = now
+        if self._tokens >= 1.0 - _EPSILON:
+            self._tokens = max(0.0, self._tokens - 1.0)
+            return 0.0
+        return (1.0 - self._tokens) / self._rate

@@ -1,0 +1,443 @@
+"""The cursor over the sliding preview window: examples first, then properties.
+
+The property tests generate log streams (lines with markers, multi-byte characters,
+\\n / \\r\\n / \\r endings, cut at arbitrary byte offsets), poll them through windows of
+random sizes with random growth, restarts (visible and silent), gaps, lost polls and
+exporter restarts, and compare every byte the cursor hands to the rules with an oracle
+that knows the true offsets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import event, given
+from hypothesis import strategies as st
+
+from exporter.cursor import TAIL_BYTES, Advance, CursorState, advance, count_lines
+from exporter.store import decode_cursor, encode_cursor
+
+
+def _incomplete_tail(data: bytes) -> int:
+    """Bytes of an unfinished UTF-8 character at the end of ``data``."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 == 0x80:
+            continue
+        need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+        return back if back < need else 0
+    return 0
+
+
+def _head_drop(data: bytes) -> int:
+    drop = 0
+    while drop < 3 and drop < len(data) and data[drop] & 0xC0 == 0x80:
+        drop += 1
+    return drop
+
+
+def preview(log: bytes, window: int) -> tuple[str, int, int]:
+    """What ModelArts answers: the tail window, partial characters at its edges dropped."""
+    start = max(0, len(log) - window)
+    raw = log[start:]
+    head = _head_drop(raw) if start else 0
+    body = raw[head:]
+    body = body[: len(body) - _incomplete_tail(body)]
+    return body.decode("utf-8", "replace"), len(raw), len(log)
+
+
+def poll(state: CursorState, log: bytes, window: int, **kw: object) -> Advance:
+    content, current, full = preview(log, window)
+    return advance(state, content, current, full, **kw)  # type: ignore[arg-type]
+
+
+# --- examples -------------------------------------------------------------------------
+
+
+def test_first_poll_takes_whole_lines_and_holds_the_unfinished_one() -> None:
+    adv = poll(CursorState(), b"a 1\nb 2\nc", 100)
+    assert adv.outcome == "first"
+    assert adv.block == b"a 1\nb 2\n"
+    assert adv.lines == 2
+    assert adv.processed_bytes == 8
+    assert adv.skipped_bytes == 0
+    assert adv.state.pending == b"c"
+    assert adv.state.offset == 8
+
+
+def test_growth_is_taken_once() -> None:
+    s1 = poll(CursorState(), b"a 1\nb", 100).state
+    adv = poll(s1, b"a 1\nb 2\nc 3\n", 100)
+    assert adv.outcome == "continued"
+    assert adv.block == b"b 2\nc 3\n"
+    assert adv.lines == 2
+    again = poll(adv.state, b"a 1\nb 2\nc 3\n", 100)
+    assert again.outcome == "unchanged"
+    assert again.block == b""
+
+
+def test_window_cut_skips_the_partial_first_line() -> None:
+    log = b"first line\nsecond line\nthird\n"
+    adv = poll(CursorState(), log, 16)  # window starts inside "second line"
+    assert adv.block == b"third\n"
+    assert adv.skipped_bytes == len(log) - len(b"third\n")
+    assert adv.lines == 1
+
+
+def test_gap_counts_skipped_bytes() -> None:
+    s = poll(CursorState(), b"aa\n", 100).state
+    log = b"aa\n" + b"x" * 50 + b"\n" + b"new\n"
+    adv = poll(s, log, 10)
+    assert adv.outcome == "gap"
+    assert adv.block == b"new\n"
+    assert adv.skipped_bytes == 51
+    assert adv.processed_bytes + adv.skipped_bytes == len(log) - 3
+
+
+def test_shrink_is_a_reset_and_flushes_the_old_unfinished_line() -> None:
+    s = poll(CursorState(), b"one\ntwo\nSegmentation fault", 100).state
+    adv = poll(s, b"new\n", 100)
+    assert adv.outcome == "reset"
+    assert adv.block == b"Segmentation fault\nnew\n"
+    assert adv.lines == 2
+
+
+def test_silent_restart_that_regrew_is_a_reset() -> None:
+    s = poll(CursorState(), b"run 1 line a\nrun 1 line b\n", 100).state
+    adv = poll(s, b"run 2 line a\nrun 2 line b\nrun 2 line c\n", 100)
+    assert adv.outcome == "reset"
+    assert adv.reset_reason == "content changed"
+    assert adv.block == b"run 2 line a\nrun 2 line b\nrun 2 line c\n"
+
+
+def test_crlf_and_cr_endings() -> None:
+    s = poll(CursorState(), b"a\r\nb\rc\r", 100)
+    # The trailing \r may be half of \r\n: held back.
+    assert s.block == b"a\r\nb\r"
+    assert s.lines == 2
+    adv = poll(s.state, b"a\r\nb\rc\r\nd", 100)
+    assert adv.block == b"c\r\n"
+    assert adv.lines == 1
+
+
+def test_final_poll_takes_the_unfinished_line() -> None:
+    s = poll(CursorState(), b"a\nexit with 1", 100).state
+    adv = poll(s, b"a\nexit with 1", 100, final=True)
+    assert adv.block == b"exit with 1"
+    assert adv.lines == 1
+    assert adv.state.offset == len(b"a\nexit with 1")
+
+
+def test_long_line_is_processed_in_pieces() -> None:
+    adv = poll(CursorState(), b"x" * 25, 100, max_line_bytes=10)
+    assert adv.block == b"x" * 20
+    assert adv.lines == 0
+    assert adv.state.pending == b"x" * 5
+    done = poll(adv.state, b"x" * 25 + b"yz\n", 100, max_line_bytes=10)
+    assert done.block == b"xxxxxyz\n"
+    assert done.lines == 1
+
+
+def test_piece_cut_never_splits_a_character() -> None:
+    text = ("é" * 20).encode()
+    adv = poll(CursorState(), text, 100, max_line_bytes=7)
+    adv.block.decode("utf-8")  # whole characters only
+    assert adv.processed_bytes + len(adv.state.pending) == len(text)
+
+
+def test_utf8_cut_at_both_edges_keeps_exact_offsets() -> None:
+    log = "ääää\nééé\n中文 line\n".encode()
+    s = poll(CursorState(), log[:-3], 100).state  # writer flushed half of "\n"? no: of a char
+    grown = log + "more 中\n".encode()
+    adv = poll(s, grown, 15)
+    assert adv.state.offset + len(adv.state.pending) <= len(grown)
+    assert adv.block.decode().endswith("more 中\n")
+
+
+def test_unchanged_window_does_no_work() -> None:
+    log = b"line\n" * 1000
+    s = poll(CursorState(), log, 1 << 20).state
+    adv = poll(s, log, 1 << 20)
+    assert adv.outcome == "unchanged"
+    assert adv.processed_bytes == adv.skipped_bytes == 0
+
+
+def test_invalid_utf8_in_the_middle_does_not_break_a_poll() -> None:
+    log = b"gbk \xd6\xd0\xce\xc4 line\n" * 3
+    s = poll(CursorState(), log, 1000).state
+    more = log + b"next \x00 line\n"
+    adv = poll(s, more, 1000)
+    assert adv.outcome == "continued"
+    assert adv.block == b"next \x00 line\n"
+
+
+def test_count_lines() -> None:
+    assert count_lines(b"a\r\nb\rc\nd") == 3
+
+
+# --- properties ------------------------------------------------------------------------
+
+
+@dataclass
+class Oracle:
+    """The cursor with perfect knowledge of offsets, written from the specification."""
+
+    cap: int
+    started: bool = False
+    pos: int = 0
+    tail_lo: int = 0
+    pending_len: int = 0
+    discard: bool = False
+    log: bytes = b""
+    incarnation: int = -1
+    blocks: bytearray = field(default_factory=bytearray)
+    lines: int = 0
+    processed: int = 0
+    skipped: int = 0
+    resets: int = 0
+
+    def poll(self, log: bytes, incarnation: int, window: int, final: bool) -> None:
+        full = len(log)
+        start = max(0, full - window)
+        head = _head_drop(log[start:]) if start else 0
+        end = full - _incomplete_tail(log[start + head :])
+        if not self.started:
+            kind = "first"
+        elif incarnation != self.incarnation:
+            if full < self.pos:
+                kind = "reset"
+            elif start > self.pos:
+                kind = "gap"
+            else:
+                # What the window shows around the cursor must be unchanged; where the
+                # window's start cut a character, the cut bytes are continuation bytes.
+                lo = max(start, self.tail_lo)
+                hi = self.pos + self.pending_len
+                visible = max(lo, start + head)
+                cut = self.log[lo:visible]
+                same = (
+                    hi <= end
+                    and self.log[visible:hi] == log[visible:hi]
+                    and all(byte & 0xC0 == 0x80 for byte in cut)
+                )
+                kind = "continue" if same else "reset"
+        else:
+            kind = "gap" if start > self.pos else "continue"
+
+        if kind == "reset":
+            self.resets += 1
+            if self.pending_len and not self.discard:
+                self.blocks += self.log[self.pos : self.pos + self.pending_len] + b"\n"
+                self.lines += 1
+                self.processed += self.pending_len
+        base = self.pos if kind in ("continue", "gap") else 0
+        processed_before = self.processed
+        if kind == "continue":
+            begin = self.pos
+            if self.discard:
+                line_end = self._line_end(log, begin, end)
+                begin, self.discard = (
+                    (max(begin, end), True) if line_end == -1 else (line_end, False)
+                )
+        else:
+            begin, self.discard = start + head, False
+            if start > 0:
+                line_end = self._line_end(log, begin, end)
+                begin, self.discard = (end, True) if line_end == -1 else (line_end, False)
+        cut = self._take(log, begin, end, final)
+        new_pos = full if final else cut
+        self.skipped += new_pos - base - (self.processed - processed_before)
+        self.tail_lo = max(start + head, new_pos - TAIL_BYTES)
+        self.pending_len = 0 if (final or self.discard) else end - cut
+        self.pos = new_pos
+        self.started = True
+        self.log = log
+        self.incarnation = incarnation
+
+    @staticmethod
+    def _line_end(log: bytes, begin: int, end: int) -> int:
+        for i in range(begin, end):
+            if log[i] == 0x0A:
+                return i + 1
+            if log[i] == 0x0D:
+                return i + 2 if log[i + 1 : i + 2] == b"\n" and i + 1 < end else i + 1
+        return -1
+
+    def _take(self, log: bytes, begin: int, end: int, final: bool) -> int:
+        if final:
+            cut = end
+        else:
+            cut = begin
+            for i in range(begin, end):
+                if log[i] == 0x0A or (log[i] == 0x0D and i + 1 < end):
+                    cut = i + 1
+            rest = end - cut
+            if rest >= self.cap:
+                cut += (rest // self.cap) * self.cap
+                while begin < cut < end and log[cut] & 0xC0 == 0x80:
+                    cut -= 1
+        chunk = log[begin:cut]
+        if chunk:
+            self.blocks += chunk
+            self.processed += len(chunk)
+            self.lines += count_lines(chunk)
+            if final and chunk[-1:] not in (b"\n", b"\r"):
+                self.lines += 1
+        return cut
+
+
+TEXT = st.text(alphabet=st.sampled_from("abc xyz0123:=.é中😀\t"), max_size=30)
+ENDING = st.sampled_from(["\n", "\n", "\n", "\r\n", "\r", ""])
+
+
+@st.composite
+def records(draw: st.DrawFn, incarnation: int, first: int) -> bytes:
+    """A stream of lines that carry their incarnation and number (as real logs do)."""
+    out = []
+    for n in range(first, first + draw(st.integers(0, 12))):
+        marker = draw(st.sampled_from(["", "Traceback (most recent call last):", "loss: 1.5"]))
+        out.append(f"[{incarnation}.{n}] {draw(TEXT)}{marker}{draw(ENDING)}")
+    return "".join(out).encode()
+
+
+OPS = st.one_of(
+    st.tuples(st.just("write"), st.integers(0, 120)),
+    st.tuples(st.just("poll"), st.integers(1, 160)),
+    st.tuples(st.just("lost_poll"), st.integers(1, 160)),
+    st.tuples(st.just("restart_exporter"), st.just(0)),
+    st.tuples(st.just("restart_log"), st.integers(0, 80)),
+)
+
+
+_RECORD_ID = re.compile(rb"\[\d+\.\d+\] ")
+
+
+def run_history(
+    ops: list[tuple[str, int]],
+    writer: Callable[[int], bytes],
+    cap: int,
+    final_window: int,
+) -> str:
+    """Play a history against the cursor and the oracle; return "exact" or "ambiguous".
+
+    ``writer(incarnation)`` gives more of the writer's output for that log incarnation:
+    for the first log, when a write needs more, and for each restarted log.
+    """
+    incarnation = 0
+    stream = writer(incarnation)
+    log = b""
+    state = CursorState()
+    oracle = Oracle(cap=cap)
+    blocks = bytearray()
+    totals = {"lines": 0, "processed": 0, "skipped": 0, "resets": 0}
+    ambiguous = False
+
+    def apply(adv: Advance) -> None:
+        nonlocal state, ambiguous
+        ambiguous |= adv.ambiguous
+        blocks.extend(adv.block)
+        totals["lines"] += adv.lines
+        totals["processed"] += adv.processed_bytes
+        totals["skipped"] += adv.skipped_bytes
+        totals["resets"] += adv.outcome == "reset"
+        assert adv.processed_bytes >= 0
+        assert adv.skipped_bytes >= 0
+        state = adv.state
+
+    for op, arg in ops:
+        if op == "write":
+            if len(stream) < arg:
+                stream += writer(incarnation)
+            log, stream = log + stream[:arg], stream[arg:]
+        elif op in ("poll", "lost_poll"):
+            adv = poll(state, log, arg, max_line_bytes=cap)
+            if op == "poll":
+                apply(adv)
+                oracle.poll(log, incarnation, arg, final=False)
+        elif op == "restart_exporter":
+            state = decode_cursor(encode_cursor(state))
+        else:
+            incarnation += 1
+            stream = writer(incarnation)
+            log, stream = stream[:arg], stream[arg:]
+        if not ambiguous:
+            assert bytes(blocks) == bytes(oracle.blocks)
+            assert state.offset <= oracle.pos <= state.offset + state.slack
+
+    apply(poll(state, log, final_window, max_line_bytes=cap, final=True))
+    oracle.poll(log, incarnation, final_window, final=True)
+
+    if ambiguous:
+        # Only content that repeats every few bytes, or windows showing too little of the
+        # cursor's signature, make positions ambiguous: then nothing is taken twice.
+        ids = _RECORD_ID.findall(bytes(blocks))
+        assert len(ids) == len(set(ids))
+        return "ambiguous"
+    assert bytes(blocks) == bytes(oracle.blocks)
+    assert totals["lines"] == oracle.lines
+    assert totals["processed"] == oracle.processed
+    assert totals["resets"] == oracle.resets
+    # The skipped count is exact, except that a restart can leave up to 3 bytes of an
+    # unresolved UTF-8 cut of the old log uncounted (no window of it will ever show them).
+    assert totals["skipped"] <= oracle.skipped <= totals["skipped"] + 3 * totals["resets"]
+    return "exact"
+
+
+@given(data=st.data(), ops=st.lists(OPS, max_size=40), cap=st.integers(8, 64))
+def test_every_byte_the_window_showed_is_taken_exactly_once(
+    data: st.DataObject, ops: list[tuple[str, int]], cap: int
+) -> None:
+    numbers = iter(range(0, 10**6, 100))
+
+    def writer(incarnation: int) -> bytes:
+        return data.draw(records(incarnation, next(numbers)))
+
+    final_window = data.draw(st.integers(1, 400))
+    event(run_history(ops, writer, cap, final_window))
+
+
+@given(
+    lines=st.lists(TEXT.map(lambda t: t + "\n"), min_size=1, max_size=30),
+    windows=st.lists(st.integers(1, 50), min_size=1, max_size=20),
+)
+def test_counts_never_go_down_and_bytes_add_up(lines: list[str], windows: list[int]) -> None:
+    payload = "".join(lines).encode()
+    state = CursorState()
+    processed = skipped = 0
+    step = max(1, len(payload) // len(windows))
+    for i, window in enumerate(windows):
+        adv = poll(state, payload[: (i + 1) * step], window)
+        processed += adv.processed_bytes
+        skipped += adv.skipped_bytes
+        state = adv.state
+        assert processed + skipped <= state.offset + state.slack
+    adv = poll(state, payload, 10_000, final=True)
+    processed += adv.processed_bytes
+    skipped += adv.skipped_bytes
+    assert processed + skipped == len(payload)
+
+
+def test_oracle_helpers() -> None:
+    assert _incomplete_tail("aé".encode()[:-1]) == 1
+    assert _incomplete_tail("a中".encode()[:-1]) == 2
+    assert _incomplete_tail("a中".encode()) == 0
+    assert _head_drop("中a".encode()[1:]) == 2
+    assert preview("中文".encode(), 4) == ("文", 4, 6)
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 5, 8])
+def test_tiny_windows_never_double_count(window: int) -> None:
+    log = "é1\n中2\n😀3\nabc4\n".encode()
+    state = CursorState()
+    seen = bytearray()
+    for n in range(len(log) + 1):
+        adv = poll(state, log[:n], window)
+        seen += adv.block
+        state = adv.state
+    # Every taken line is a whole line of the log, in order, never twice.
+    text = bytes(seen).decode()
+    assert all(line in log.decode() for line in text.splitlines())
+    assert len(text.splitlines()) == len(set(text.splitlines()))
