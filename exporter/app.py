@@ -1,0 +1,167 @@
+"""The exporter assembled: client -> discovery -> scheduler -> store -> collector -> HTTP.
+
+Everything is built from a validated ``Config`` and injected; nothing is global, so tests
+and the demo run as many exporters in one process as they like.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+
+from exporter.collector import StoreCollector
+from exporter.config import Config, Credentials
+from exporter.discovery import Discovery, DiscoverySettings
+from exporter.modelarts.client import ModelArtsClient, RetryPolicy, new_session
+from exporter.modelarts.throttle import Throttle
+from exporter.pipeline import Limits
+from exporter.rules import RuleSet, load_rules
+from exporter.scheduler import CollectSettings, Poller
+from exporter.selfmetrics import SelfMetrics
+from exporter.server import HTTPServer, make_app
+from exporter.store import Store
+from exporter.webconfig import WebConfig, load_web_config
+
+log = logging.getLogger("exporter")
+
+
+class Exporter:
+    """One running exporter. ``start``/``stop``, or ``run`` until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        config: Config,
+        credentials: Credentials,
+        *,
+        web_config_file: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = SelfMetrics(self.registry)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+
+        rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
+        self.rules = RuleSet(rules, label_value_max_length=config.rules.label_value_max_length)
+        self.metrics.init_rules(rule.name for rule in rules)
+
+        self.store = Store(config.state.path, clock=clock, on_save=self.metrics.saved)
+        settings = config.modelarts
+        session = new_session(pool_maxsize=max(32, 2 * config.collect.concurrency))
+        auth = credentials.build_auth(
+            session=session, project_id=settings.project_id, observer=self.metrics
+        )
+        self.client = ModelArtsClient(
+            str(settings.endpoint).rstrip("/"),
+            settings.project_id,
+            auth,
+            workspace_id=settings.workspace_id,
+            session=session,
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.read_timeout_seconds,
+            retry=RetryPolicy(max_attempts=settings.max_attempts),
+            throttle=Throttle(settings.requests_per_second),
+            observer=self.metrics,
+            verify=settings.verify,
+        )
+        collect = config.collect
+        discovery = Discovery(
+            self.client,
+            self.store,
+            DiscoverySettings(
+                phases=tuple(config.discovery.phases),
+                name_regex=config.discovery.name_regex,
+                job_ids=tuple(config.discovery.job_ids) if config.discovery.job_ids else None,
+                grace_seconds=config.lifecycle.grace_period_seconds,
+                startup_lookback_seconds=config.discovery.startup_lookback_seconds,
+                interval_seconds=collect.effective_discovery_interval_seconds,
+                shard_index=config.shard.index,
+                shard_count=config.shard.count,
+            ),
+            clock=clock,
+            on_failure=self.metrics.discovery_failures.inc,
+        )
+        self.poller = Poller(
+            self.client,
+            discovery,
+            self.store,
+            self.rules,
+            self.metrics,
+            CollectSettings(
+                interval_seconds=collect.interval_seconds,
+                discovery_interval_seconds=collect.effective_discovery_interval_seconds,
+                concurrency=collect.concurrency,
+                failure_backoff_max_seconds=collect.failure_backoff_max_seconds,
+                limits=Limits(
+                    max_line_bytes=collect.max_line_bytes,
+                    max_series_per_rule=config.rules.max_series_per_rule,
+                ),
+            ),
+            clock=clock,
+        )
+        self.registry.register(StoreCollector(self.store.snapshot, rules))
+
+        web: WebConfig | None = None
+        web_file = web_config_file or config.web.config_file
+        if web_file is not None:
+            web = load_web_config(web_file)
+        self.http = HTTPServer(
+            make_app(
+                self.registry,
+                ready=self.poller.ready.is_set,
+                check_auth=web.check_basic_auth if web and web.basic_auth_users else None,
+                headers=web.headers.items() if web else (),
+            ),
+            config.web.listen_address,
+            ssl_context=web.ssl_context() if web else None,
+        )
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self.store.open()
+        self.http.start()
+        self.poller.start()
+        log.info(
+            "listening on %s; watching %s (project %s) every %.0f s; %d rules; state in %s",
+            self.http.url(),
+            str(self.config.modelarts.endpoint).rstrip("/"),
+            self.config.modelarts.project_id,
+            self.config.collect.interval_seconds,
+            len(self.rules.rules),
+            self.config.state.path,
+        )
+
+    def stop(self) -> None:
+        """Stop collecting (finishing the polls in flight), serving, and close the state."""
+        self.poller.stop()
+        self.http.stop()
+        self.store.close()
+        self.client.close()
+        self._stopped.set()
+
+    def run(self) -> None:
+        """Start, then stop cleanly on SIGTERM or SIGINT."""
+        stop = threading.Event()
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            del frame
+            log.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            stop.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+        log.info("stopped; state saved in %s", self.config.state.path)

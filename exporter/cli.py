@@ -1,0 +1,328 @@
+"""The ``modelarts-exporter`` command (CONTRACT.md, "Install and commands").
+
+Exit codes: 0 success; 2 bad usage or invalid config/rules (every problem listed, file
+and key named); 1 anything else. User mistakes print one clear line per problem on
+stderr, never a traceback. Each command imports only what it needs, so ``analyze`` and
+``rules`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from exporter import __version__
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+DEFAULT_DEMO_ADDRESS = "127.0.0.1:9958"
+
+log = logging.getLogger("exporter")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="modelarts-exporter",
+        description="Prometheus exporter and log analyzer for ModelArts training jobs.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelarts-exporter {__version__}")
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: info)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the exporter against ModelArts")
+    serve.add_argument("--config.file", dest="config_file", required=True, metavar="PATH")
+    serve.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        metavar="HOST:PORT",
+        help="overrides web.listen_address",
+    )
+    serve.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="PATH",
+        help="TLS and basic auth, exporter-toolkit format; overrides web.config_file",
+    )
+    serve.add_argument(
+        "--config.check",
+        dest="check",
+        action="store_true",
+        help="validate the config, credentials and rules, then exit",
+    )
+
+    demo = commands.add_parser(
+        "demo", help="run the built-in ModelArts simulator and the exporter against it"
+    )
+    demo.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default=DEFAULT_DEMO_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"exporter address (default: {DEFAULT_DEMO_ADDRESS})",
+    )
+
+    analyze = commands.add_parser(
+        "analyze", help="run the rules over local log files and print the metrics"
+    )
+    analyze.add_argument(
+        "--rules",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="extra rule file or directory (repeatable)",
+    )
+    analyze.add_argument(
+        "--no-default-rules", action="store_true", help="do not load the shipped rules"
+    )
+    analyze.add_argument("files", nargs="+", metavar="FILE", help="log files; - reads stdin")
+
+    rules = commands.add_parser("rules", help="validate rule files, run their examples")
+    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    for name, text in (
+        ("check", "validate the shipped rules and PATHs"),
+        ("test", "validate, then run every example in the rules"),
+    ):
+        action = rules_commands.add_parser(name, help=text)
+        action.add_argument("paths", nargs="*", metavar="PATH")
+        action.add_argument("--no-default-rules", action="store_true", help="only the given PATHs")
+
+    simulate = commands.add_parser(
+        "simulate", help="run only the ModelArts simulator (for development and benchmarks)"
+    )
+    simulate.add_argument("--listen-address", default="127.0.0.1:0", metavar="HOST:PORT")
+    simulate.add_argument("--scenario", choices=["demo", "scale"], default="demo")
+    simulate.add_argument("--jobs", type=int, default=150)
+    simulate.add_argument("--tasks-per-job", type=int, default=2)
+    simulate.add_argument("--initial-bytes", type=int, default=200_000)
+    simulate.add_argument("--growth-bytes-per-second", type=int, default=2_000)
+    simulate.add_argument("--token", default="", help="require this X-Auth-Token")
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    )
+    logging.Formatter.converter = time.gmtime
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Third-party libraries speak only when something is wrong.
+    for noisy in ("apscheduler", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _problems(lines: Sequence[str]) -> int:
+    for line in lines:
+        print(line, file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "analyze":
+            return _analyze(args)
+        if args.command == "rules":
+            return _rules(args)
+        return _simulate(args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except OSError as exc:
+        print(f"modelarts-exporter: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from exporter.config import ConfigError, load_config, resolve_credentials
+    from exporter.rules import RuleError, load_rules
+
+    try:
+        config = load_config(args.config_file)
+        if args.listen_address:
+            try:
+                config = config.with_listen_address(args.listen_address)
+            except ValueError as exc:
+                return _problems([f"--web.listen-address: {exc}"])
+        credentials = resolve_credentials(config, os.environ)
+        web_file = Path(args.web_config_file) if args.web_config_file else None
+        if args.check:
+            rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
+            if web_file or config.web.config_file:
+                from exporter.webconfig import load_web_config
+
+                load_web_config(web_file or config.web.config_file)  # type: ignore[arg-type]
+            print(
+                f"{args.config_file}: ok ({len(rules)} rules, credentials from "
+                f"{credentials.source})"
+            )
+            return EXIT_OK
+        from exporter.app import Exporter
+
+        exporter = Exporter(config, credentials, web_config_file=web_file)
+    except ConfigError as exc:
+        return _problems(exc.problems)
+    except RuleError as exc:
+        return _problems(exc.problems)
+    exporter.run()
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from exporter.app import Exporter
+    from exporter.config import ConfigError, Credentials, default_config
+    from exporter.simulator import SimAuth, Simulator, demo_scenario
+
+    token = "demo-token"  # noqa: S105 (the simulator's own credential)
+    with tempfile.TemporaryDirectory(prefix="modelarts-exporter-demo-") as tmp:
+        simulator = Simulator(demo_scenario(), auth=SimAuth(tokens=frozenset({token})))
+        simulator.start()
+        try:
+            config = default_config(
+                simulator.url,
+                simulator.project_id,
+                collect={"interval_seconds": 2, "discovery_interval_seconds": 2},
+                state={"path": str(Path(tmp) / "state.db")},
+                web={"listen_address": args.listen_address},
+            )
+            credentials = Credentials("token", "demo", token=token)
+            exporter = Exporter(config, credentials)
+        except ConfigError as exc:
+            simulator.stop()
+            return _problems(exc.problems)
+        except OSError:
+            simulator.stop()
+            raise
+        print(
+            "modelarts-exporter demo: synthetic training jobs from the built-in simulator\n"
+            f"  metrics:   {exporter.http.url()}/metrics\n"
+            f"  simulator: {simulator.url} (ModelArts API, project {simulator.project_id})\n"
+            "Metrics appear within seconds; one job fails with exit code 1 and a CUDA OOM.\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        try:
+            exporter.run()
+        finally:
+            simulator.stop()
+    return EXIT_OK
+
+
+def _read(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    return Path(name).read_bytes()
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from exporter.families import build_families, render_text
+    from exporter.modelarts.types import LogPreview
+    from exporter.pipeline import Limits, apply_preview
+    from exporter.rules import RuleError, RuleSet, load_rules
+    from exporter.store import JobState, Snapshot, TaskState
+
+    try:
+        rules = load_rules(args.rules, include_default=not args.no_default_rules)
+    except RuleError as exc:
+        return _problems(exc.problems)
+    ruleset = RuleSet(rules)
+    job = "local"
+    tasks = {}
+    now = time.time()
+    for name in args.files:
+        data = _read(name)
+        task_id = "stdin" if name == "-" else Path(name).name
+        preview = LogPreview(data.decode("utf-8", "replace"), len(data), len(data))
+        task, _ = apply_preview(
+            TaskState(job, task_id), preview, ruleset, final=True, now=now, limits=Limits()
+        )
+        tasks[(job, task_id)] = task
+    snapshot = Snapshot({job: JobState(job, job, "Completed")}, tasks)
+    families = [
+        f
+        for f in build_families(snapshot, rules)
+        if not f.name.startswith("modelarts_training_job")
+    ]
+    sys.stdout.write(render_text(families))
+    return EXIT_OK
+
+
+def _rules(args: argparse.Namespace) -> int:
+    from exporter.rules import RuleError, RuleSet, load_rules
+
+    try:
+        rules = load_rules(args.paths, include_default=not args.no_default_rules)
+    except RuleError as exc:
+        return _problems(exc.problems)
+    files = len({rule.source.split(": rules[")[0] for rule in rules})
+    if args.rules_command == "check":
+        print(f"ok: {len(rules)} rules in {files} files")
+        return EXIT_OK
+    failures = RuleSet(rules).check_examples()
+    examples = sum(len(rule.examples) for rule in rules)
+    for line in failures:
+        print(line, file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {examples} examples failed", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"ok: {examples} examples of {len(rules)} rules in {files} files")
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from exporter.server import parse_listen_address
+    from exporter.simulator import SimAuth, Simulator, demo_scenario, scale_scenario
+
+    host, port = parse_listen_address(args.listen_address)
+    scenario = (
+        demo_scenario()
+        if args.scenario == "demo"
+        else scale_scenario(
+            jobs=args.jobs,
+            tasks_per_job=args.tasks_per_job,
+            initial_bytes=args.initial_bytes,
+            growth_bytes_per_second=args.growth_bytes_per_second,
+        )
+    )
+    auth = SimAuth(tokens=frozenset({args.token})) if args.token else SimAuth(allow_anonymous=True)
+    simulator = Simulator(scenario, host=host, port=port, auth=auth)
+    simulator.start()
+    print(f"{simulator.url} {simulator.project_id}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    simulator.stop()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""Which training jobs (and tasks) to watch, kept in the store.
+
+Each refresh:
+  * lists the jobs in the configured phases (active ones by default), all pages;
+  * lists the jobs in terminal phases, newest first, for those that ended within the
+    grace period and were never seen running (they failed between two refreshes, or
+    before the exporter started); on the first refresh it looks back further
+    (``discovery.startup_lookback_seconds``);
+  * asks for the details of every known job that neither list showed: it ended (a
+    terminal phase: its tasks get their final poll), or it was deleted
+    (ModelArts.2775: its series go at once);
+  * keeps only the jobs this shard owns (a stable hash of the job id) and that match
+    the name filter, or exactly the configured job ids.
+A failed list call keeps the last known jobs: discovery never drops series because
+ModelArts did not answer. ``expire`` drops terminal jobs once the grace period is over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from exporter.modelarts.errors import JobNotFoundError, ModelArtsError
+from exporter.modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
+from exporter.store import JobState, Store
+
+log = logging.getLogger("exporter.discovery")
+
+
+class JobSource(Protocol):
+    """The part of the ModelArts client discovery uses."""
+
+    def list_jobs(self, phases: Sequence[str] | None = None) -> list[TrainingJob]: ...
+
+    def iter_jobs(
+        self, phases: Sequence[str] | None = None, *, sort_by: str = ..., order: str = ...
+    ) -> Iterable[TrainingJob]: ...
+
+    def get_job(self, job_id: str) -> TrainingJob: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverySettings:
+    phases: tuple[str, ...] = ACTIVE_PHASES
+    name_regex: str | None = None
+    job_ids: tuple[str, ...] | None = None
+    grace_seconds: float = 3600.0
+    startup_lookback_seconds: float = 7 * 86400.0
+    interval_seconds: float = 30.0
+    shard_index: int = 0
+    shard_count: int = 1
+
+
+def shard_of(job_id: str, count: int) -> int:
+    """The shard (0..count-1) that owns a job: stable across restarts and replicas."""
+    digest = hashlib.sha256(job_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count
+
+
+class Discovery:
+    def __init__(
+        self,
+        source: JobSource,
+        store: Store,
+        settings: DiscoverySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self._on_failure = on_failure
+        self._name = re.compile(settings.name_regex) if settings.name_regex else None
+        self._refreshed = False
+
+    def selected(self, job_id: str, name: str) -> bool:
+        settings = self._settings
+        if (
+            settings.shard_count > 1
+            and shard_of(job_id, settings.shard_count) != settings.shard_index
+        ):
+            return False
+        if settings.job_ids is not None:
+            return job_id in settings.job_ids
+        return self._name is None or self._name.search(name) is not None
+
+    def refresh(self) -> bool:
+        """Update the watched jobs; False when some call failed (what is known is kept)."""
+        now = self._clock()
+        known = self._store.jobs()
+        seen: set[str] = set()
+        ok = True
+        if self._settings.job_ids is None:
+            ok = self._list_active(now, known, seen) and ok
+            ok = self._list_recently_ended(now, known, seen) and ok
+        for job_id, job in known.items():
+            if job_id in seen:
+                continue
+            if not self.selected(job_id, job.name):
+                log.info("no longer watching job %s (%s): not selected", job.name, job_id)
+                self._store.remove_job(job_id)
+            elif job.phase not in TERMINAL_PHASES:
+                ok = self._check(job_id, known, now) and ok
+        if self._settings.job_ids is not None:
+            for job_id in self._settings.job_ids:
+                if job_id not in known and self.selected(job_id, ""):
+                    ok = self._check(job_id, known, now) and ok
+        self._refreshed = True
+        return ok
+
+    def _list_active(self, now: float, known: dict[str, JobState], seen: set[str]) -> bool:
+        try:
+            jobs = self._source.list_jobs(phases=list(self._settings.phases))
+        except ModelArtsError as exc:
+            self._failed("listing jobs failed, keeping the last known ones: %s", exc)
+            return False
+        for job in jobs:
+            if self.selected(job.id, job.name):
+                self._upsert(job, known, now)
+                seen.add(job.id)
+        return True
+
+    def _list_recently_ended(self, now: float, known: dict[str, JobState], seen: set[str]) -> bool:
+        grace = self._settings.grace_seconds
+        phases = sorted(TERMINAL_PHASES - set(self._settings.phases))
+        if grace <= 0 or not phases:
+            return True
+        if self._refreshed:
+            lookback = grace + 2 * self._settings.interval_seconds
+        else:
+            lookback = max(grace, self._settings.startup_lookback_seconds)
+        cutoff_ms = (now - lookback) * 1000
+        try:
+            for job in self._source.iter_jobs(phases=phases, sort_by="create_time", order="desc"):
+                if job.create_time_ms and job.create_time_ms < cutoff_ms:
+                    break
+                if not self.selected(job.id, job.name):
+                    continue
+                seen.add(job.id)
+                ended = job.end_time()
+                old = known.get(job.id)
+                if old is None and ended is not None and now - ended > grace:
+                    continue
+                self._upsert(job, known, now)
+        except ModelArtsError as exc:
+            self._failed("listing ended jobs failed: %s", exc)
+            return False
+        return True
+
+    def _check(self, job_id: str, known: dict[str, JobState], now: float) -> bool:
+        try:
+            job = self._source.get_job(job_id)
+        except JobNotFoundError:
+            if job_id in known:
+                log.info("job %s (%s) was deleted: dropping its series", known[job_id].name, job_id)
+                self._store.remove_job(job_id)
+            else:
+                log.warning("configured job %s does not exist", job_id)
+            return True
+        except ModelArtsError as exc:
+            self._failed("details of job %s failed, keeping what is known: %s", exc, job_id)
+            return False
+        self._upsert(job, known, now)
+        return True
+
+    def _upsert(self, job: TrainingJob, known: dict[str, JobState], now: float) -> None:
+        old = known.get(job.id)
+        ended_at = None
+        if job.terminal:
+            ended_at = (old.ended_at if old else None) or job.end_time() or now
+            if old is None or old.phase not in TERMINAL_PHASES:
+                log.info("job %s (%s) is %s", job.name, job.id, job.phase)
+        elif old is None:
+            log.info(
+                "watching job %s (%s), %s, tasks %s", job.name, job.id, job.phase, list(job.tasks)
+            )
+        state = JobState(
+            id=job.id,
+            name=job.name,
+            phase=job.phase,
+            # A job's task list can be empty while it is being created; keep the last.
+            tasks=job.tasks or (old.tasks if old else ()),
+            engine=job.engine,
+            flavor=job.flavor,
+            create_time=job.create_time_ms / 1000 if job.create_time_ms else None,
+            ended_at=ended_at,
+        )
+        self._store.put_job(state)
+        known[job.id] = state
+
+    def expire(self) -> list[str]:
+        """Drop the jobs whose grace period after ending is over; returns their ids."""
+        now = self._clock()
+        gone = []
+        for job_id, job in self._store.jobs().items():
+            if job.ended_at is not None and now - job.ended_at >= self._settings.grace_seconds:
+                log.info(
+                    "job %s (%s) ended more than the grace period ago: dropping its series",
+                    job.name,
+                    job_id,
+                )
+                self._store.remove_job(job_id)
+                gone.append(job_id)
+        return gone
+
+    def _failed(self, message: str, exc: ModelArtsError, *args: object) -> None:
+        if args:
+            log.warning(message, *args, exc)
+        else:
+            log.warning(message, exc)
+        if self._on_failure:
+            self._on_failure()

@@ -1,0 +1,147 @@
+"""One poll of one task, as a pure function: preview + old state -> new state.
+
+    preview --cursor--> new bytes --rules--> findings --> new TaskState (+ stats)
+
+No I/O here: the scheduler fetches the preview and commits the result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from exporter.cursor import advance
+from exporter.modelarts.types import LogPreview
+from exporter.rules.engine import RuleSet, ScanResult, SeriesKey
+from exporter.store import TaskState
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_line_bytes: int = 64 * 1024
+    max_series_per_rule: int = 100
+
+
+@dataclass(slots=True)
+class PollStats:
+    """What one poll did, for the exporter's own metrics and logs."""
+
+    outcome: str = ""
+    new_bytes: int = 0
+    scan: ScanResult | None = None
+    series_dropped: Counter[str] = field(default_factory=Counter)
+    ambiguous: bool = False
+    resynced: bool = False
+    reset_reason: str = ""
+
+
+def apply_preview(
+    task: TaskState,
+    preview: LogPreview,
+    rules: RuleSet,
+    *,
+    final: bool,
+    now: float,
+    limits: Limits,
+) -> tuple[TaskState, PollStats]:
+    """Take what is new in ``preview`` through the rules into the task's state."""
+    adv = advance(
+        task.cursor,
+        preview.content,
+        preview.current_size,
+        preview.full_size,
+        final=final,
+        max_line_bytes=limits.max_line_bytes,
+    )
+    stats = PollStats(
+        outcome=adv.outcome,
+        new_bytes=adv.processed_bytes,
+        ambiguous=adv.ambiguous,
+        resynced=adv.resynced,
+        reset_reason=adv.reset_reason,
+    )
+    grew = preview.full_size > task.cursor.full_size or adv.outcome in ("first", "reset")
+    updated = replace(
+        task,
+        cursor=adv.state,
+        processed_bytes=task.processed_bytes + adv.processed_bytes,
+        skipped_bytes=task.skipped_bytes + adv.skipped_bytes,
+        resets=task.resets + (adv.outcome == "reset"),
+        lines=task.lines + adv.lines,
+        log_size=float(preview.full_size),
+        window_bytes=float(preview.current_size),
+        last_growth=now if grew and preview.full_size > 0 else task.last_growth,
+        up=True,
+        last_poll=now,
+        final_done=final,
+        failures=0,
+    )
+    if adv.outcome == "reset":
+        # The values printed by the old log do not describe the new one.
+        updated = replace(updated, exit_code=None, loss=None, step=None, epoch=None)
+    if adv.block:
+        scan = rules.scan(adv.block)
+        stats.scan = scan
+        updated = _apply_scan(updated, scan, limits, stats)
+    return updated, stats
+
+
+def _apply_scan(task: TaskState, scan: ScanResult, limits: Limits, stats: PollStats) -> TaskState:
+    changes: dict[str, object] = {}
+    if scan.errors:
+        changes["errors"] = _add(task.errors, scan.errors)
+    if scan.warnings:
+        changes["warnings"] = _add(task.warnings, scan.warnings)
+    if scan.exit_code is not None:
+        changes["exit_code"] = scan.exit_code
+    if scan.loss is not None:
+        changes["loss"] = scan.loss.value
+        changes["step"] = scan.loss.step
+        changes["epoch"] = scan.loss.epoch
+    if scan.gauges:
+        gauges = dict(task.gauges)
+        for key, (value, rule) in scan.gauges.items():
+            if _admit(gauges, key, rule, limits, stats):
+                gauges[key] = (value, rule)
+        changes["gauges"] = gauges
+    if scan.counters:
+        counters = dict(task.counters)
+        for key, (increment, rule) in scan.counters.items():
+            if _admit(counters, key, rule, limits, stats):
+                counters[key] = (counters.get(key, (0.0, rule))[0] + increment, rule)
+        changes["counters"] = counters
+    return replace(task, **changes) if changes else task  # type: ignore[arg-type]
+
+
+def _add(old: Mapping[str, float], new: Mapping[str, int]) -> dict[str, float]:
+    total = dict(old)
+    for key, count in new.items():
+        total[key] = total.get(key, 0.0) + count
+    return total
+
+
+def _admit(
+    series: Mapping[SeriesKey, tuple[float, str]],
+    key: SeriesKey,
+    rule: str,
+    limits: Limits,
+    stats: PollStats,
+) -> bool:
+    """Whether a custom series may exist: a rule creates at most ``max_series_per_rule``."""
+    if key in series:
+        return True
+    if sum(1 for _, owner in series.values() if owner == rule) < limits.max_series_per_rule:
+        return True
+    stats.series_dropped[rule] += 1
+    return False
+
+
+def failed_poll(task: TaskState, *, now: float) -> TaskState:
+    """A preview that failed: the task is down, the rest stays as it was."""
+    return replace(task, up=False, last_poll=now, failures=task.failures + 1)
+
+
+def no_log_yet(task: TaskState, *, now: float, final: bool) -> TaskState:
+    """The call worked but the task has no log yet (204 / ModelArts.2818)."""
+    return replace(task, up=True, last_poll=now, failures=0, final_done=final)

@@ -1,0 +1,245 @@
+"""The collection cycle, run by APScheduler every ``collect.interval_seconds``.
+
+A cycle refreshes discovery (when due), previews every due task with bounded
+concurrency, and drops jobs whose grace period is over. One task's failure never stops
+another: it marks that task down and backs it off (doubling up to
+``collect.failure_backoff_max_seconds``). A cycle that overruns its interval is not
+started twice: the next one waits (APScheduler ``max_instances=1``, ``coalesce``).
+``run_cycle`` is a plain method, so tests drive cycles without the scheduler or sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from exporter.discovery import Discovery
+from exporter.modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError
+from exporter.modelarts.types import TERMINAL_PHASES, LogPreview
+from exporter.pipeline import Limits, apply_preview, failed_poll, no_log_yet
+from exporter.rules.engine import RuleSet
+from exporter.selfmetrics import SelfMetrics
+from exporter.store import JobState, Store, TaskState
+
+log = logging.getLogger("exporter.scheduler")
+
+
+class PreviewSource(Protocol):
+    def preview_log(self, job_id: str, task_id: str) -> LogPreview | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CollectSettings:
+    interval_seconds: float = 30.0
+    discovery_interval_seconds: float = 30.0
+    concurrency: int = 8
+    failure_backoff_max_seconds: float = 600.0
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(slots=True)
+class CycleReport:
+    """What one cycle did (logged, and returned for tests)."""
+
+    polled: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    new_bytes: int = 0
+    failed: int = 0
+    discovery_ok: bool | None = None
+    seconds: float = 0.0
+
+
+class Poller:
+    """Discovery, previews and lifecycle, one cycle at a time."""
+
+    def __init__(
+        self,
+        source: PreviewSource,
+        discovery: Discovery,
+        store: Store,
+        rules: RuleSet,
+        metrics: SelfMetrics,
+        settings: CollectSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
+        self._discovery = discovery
+        self._store = store
+        self._rules = rules
+        self._metrics = metrics
+        self._settings = settings
+        self._clock = clock
+        self._next_discovery = 0.0
+        self._next_poll: dict[tuple[str, str], float] = {}
+        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="poll")
+        self._scheduler: BackgroundScheduler | None = None
+        self.ready = threading.Event()
+        """Set once the first cycle has run: the exporter is ready to be scraped."""
+
+    # --- one cycle ----------------------------------------------------------------------
+
+    def run_cycle(self) -> CycleReport:
+        started = time.perf_counter()
+        now = self._clock()
+        report = CycleReport()
+        if now >= self._next_discovery:
+            report.discovery_ok = self._discovery.refresh()
+            self._next_discovery = now + self._settings.discovery_interval_seconds
+        due = self._due(now)
+        for outcome, new_bytes in self._pool.map(lambda item: self._safe_poll(*item), due):
+            report.polled += 1
+            report.outcomes[outcome] += 1
+            report.new_bytes += new_bytes
+            report.failed += outcome == "failed"
+        self._discovery.expire()
+        snapshot = self._store.snapshot()
+        self._metrics.watched_jobs.set(len(snapshot.jobs))
+        self._metrics.watched_tasks.set(len(snapshot.tasks))
+        report.seconds = time.perf_counter() - started
+        self._metrics.collection_duration.observe(report.seconds)
+        self._metrics.collections.inc()
+        self._metrics.last_collection.set(self._clock())
+        self.ready.set()
+        log.info(
+            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %.2f s",
+            len(snapshot.jobs),
+            report.polled,
+            ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "none",
+            report.new_bytes,
+            report.failed,
+            report.seconds,
+        )
+        return report
+
+    def _due(self, now: float) -> list[tuple[JobState, str]]:
+        due = []
+        for job in self._store.jobs().values():
+            for task_id in job.tasks:
+                if self._next_poll.get((job.id, task_id), 0.0) > now:
+                    continue
+                if job.phase in TERMINAL_PHASES and self._store.task(job.id, task_id).final_done:
+                    continue
+                due.append((job, task_id))
+        return due
+
+    # --- one task -----------------------------------------------------------------------
+
+    def _safe_poll(self, job: JobState, task_id: str) -> tuple[str, int]:
+        """``poll``, but a bug met by one task is logged and never stops the others."""
+        try:
+            return self.poll(job, task_id)
+        except Exception:
+            log.exception("polling task %s of job %s failed", task_id, job.name)
+            self._metrics.polls.labels("failed").inc()
+            return "failed", 0
+
+    def poll(self, job: JobState, task_id: str) -> tuple[str, int]:
+        """Preview one task and commit what is new; returns (outcome, new bytes)."""
+        final = job.phase in TERMINAL_PHASES
+        task = self._store.task(job.id, task_id)
+        try:
+            preview = self._source.preview_log(job.id, task_id)
+        except JobNotFoundError:
+            log.info("job %s (%s) was deleted: dropping its series", job.name, job.id)
+            self._store.remove_job(job.id)
+            return "failed", 0
+        except ModelArtsError as exc:
+            return self._failed(job, task, exc), 0
+        now = self._clock()
+        if preview is None:
+            self._commit(no_log_yet(task, now=now, final=final))
+            self._metrics.polls.labels("not_ready").inc()
+            return "not_ready", 0
+        updated, stats = apply_preview(
+            task, preview, self._rules, final=final, now=now, limits=self._settings.limits
+        )
+        if not self._commit(updated):
+            return "failed", 0
+        self._next_poll.pop((job.id, task_id), None)
+        if task.up is False:
+            log.info("task %s of job %s recovered", task_id, job.name)
+        if stats.outcome == "reset":
+            log.info(
+                "log of task %s of job %s was restarted (%s)", task_id, job.name, stats.reset_reason
+            )
+        self._metrics.polls.labels(stats.outcome).inc()
+        if stats.ambiguous:
+            self._metrics.ambiguities.inc()
+        if stats.scan is not None:
+            self._metrics.observe_scan(stats.scan)
+        for rule, dropped in stats.series_dropped.items():
+            self._metrics.series_dropped.labels(rule).inc(dropped)
+        return stats.outcome, stats.new_bytes
+
+    def _commit(self, task: TaskState) -> bool:
+        try:
+            self._store.commit(task)
+        except Exception:
+            log.exception("saving the state of task %s of job %s failed", task.task_id, task.job_id)
+            return False
+        return True
+
+    def _failed(self, job: JobState, task: TaskState, exc: ModelArtsError) -> str:
+        updated = failed_poll(task, now=self._clock())
+        backoff = min(
+            self._settings.interval_seconds * 2 ** (updated.failures - 1),
+            self._settings.failure_backoff_max_seconds,
+        )
+        if isinstance(exc, AuthenticationError):
+            backoff = (
+                self._settings.failure_backoff_max_seconds if updated.failures > 1 else backoff
+            )
+        self._next_poll[(job.id, task.task_id)] = self._clock() + backoff
+        level = logging.WARNING if task.up is not False else logging.DEBUG
+        log.log(
+            level,
+            "preview of task %s of job %s failed (%s); retrying in %.0f s",
+            task.task_id,
+            job.name,
+            exc,
+            backoff,
+        )
+        self._commit(updated)
+        self._metrics.polls.labels("failed").inc()
+        return "failed"
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run cycles every interval in the background, the first one now."""
+        scheduler = BackgroundScheduler(timezone=UTC)
+        scheduler.add_job(
+            self._safe_cycle,
+            "interval",
+            seconds=self._settings.interval_seconds,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+            id="collect",
+        )
+        scheduler.start()
+        self._scheduler = scheduler
+
+    def _safe_cycle(self) -> None:
+        try:
+            self.run_cycle()
+        except Exception:
+            log.exception("collection cycle failed")
+
+    def stop(self) -> None:
+        """Stop scheduling and wait for the cycle in flight."""
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=True)
+            self._scheduler = None
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,159 @@
+"""HTTP: ``/metrics``, a landing page at ``/``, ``/-/healthy`` and ``/-/ready``.
+
+``/metrics`` is prometheus_client's WSGI app over our own registry (text or OpenMetrics
+by content negotiation, gzip when asked); it only reads memory. TLS and basic auth come
+from an exporter-toolkit web config file (``--web.config.file``).
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, make_wsgi_app
+
+from exporter import __version__
+
+log = logging.getLogger("exporter.server")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_LANDING = """<!doctype html>
+<html><head><meta charset="utf-8"><title>ModelArts exporter</title></head>
+<body>
+<h1>ModelArts exporter</h1>
+<p>Prometheus exporter and log analyzer for ModelArts training jobs, version {version}.</p>
+<ul>
+<li><a href="/metrics">Metrics</a></li>
+<li><a href="/-/healthy">Health</a></li>
+<li><a href="/-/ready">Readiness</a></li>
+</ul>
+</body></html>
+"""
+
+
+def make_app(
+    registry: CollectorRegistry,
+    *,
+    ready: Callable[[], bool],
+    check_auth: Callable[[str | None], bool] | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> WSGIApp:
+    """The exporter's WSGI app. ``check_auth`` gets the Authorization header."""
+    metrics = make_wsgi_app(registry)
+    extra = list(headers)
+    landing = _LANDING.format(version=html.escape(__version__)).encode()
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        def respond(
+            status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
+        ) -> list[bytes]:
+            start_response(status, [("Content-Type", content_type), *extra])
+            return [body]
+
+        if check_auth is not None and not check_auth(environ.get("HTTP_AUTHORIZATION")):
+            start_response(
+                "401 Unauthorized",
+                [("WWW-Authenticate", 'Basic realm="modelarts-exporter"'), *extra],
+            )
+            return [b"Unauthorized\n"]
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+
+            def start_with_headers(
+                status: str, response_headers: list[tuple[str, str]], *a: Any
+            ) -> Any:
+                return start_response(status, [*response_headers, *extra], *a)
+
+            body: Iterable[bytes] = metrics(environ, start_with_headers)
+            return body
+        if path == "/":
+            return respond("200 OK", landing, "text/html; charset=utf-8")
+        if path == "/-/healthy":
+            return respond("200 OK", b"Healthy.\n")
+        if path == "/-/ready":
+            if ready():
+                return respond("200 OK", b"Ready.\n")
+            return respond(
+                "503 Service Unavailable", b"Not ready: the first collection has not run yet.\n"
+            )
+        return respond("404 Not Found", b"Not found.\n")
+
+    return app
+
+
+class _Handler(WSGIRequestHandler):
+    """Requests are logged at debug level only; TLS handshakes happen per thread."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            try:
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return
+        super().finish_request(request, client_address)
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT``; an empty host listens everywhere."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen address {value!r} is not HOST:PORT")
+    host = host.strip("[]")
+    return host or "0.0.0.0", int(port)  # noqa: S104
+
+
+class HTTPServer:
+    """The app on a listening socket, served by a background thread."""
+
+    def __init__(
+        self, app: WSGIApp, address: str, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        host, port = parse_listen_address(address)
+        server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+        self._server = make_server(
+            host, port, app, server_class=server_class, handler_class=_Handler
+        )
+        self._server.ssl_context = ssl_context
+        self._tls = ssl_context is not None
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def url(self, host: str | None = None) -> str:
+        address = host or str(self._server.server_address[0])
+        if ":" in address:
+            address = f"[{address}]"
+        return f"{'https' if self._tls else 'http'}://{address}:{self.port}"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+        self._server.server_close()
