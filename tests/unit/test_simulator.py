@@ -355,9 +355,12 @@ def test_decode_window_is_an_aligned_slice(text: str, window: int, torn: int) ->
     encoded = content.encode()
     assert "\ufffd" not in content
     assert encoded in raw
-    lead = raw.find(encoded) if encoded else 0
-    assert lead <= 3
-    assert len(raw) - lead - len(encoded) <= 3
+    if encoded:
+        lead = raw.find(encoded)
+        assert lead <= 3
+        assert len(raw) - lead - len(encoded) <= 3
+    else:  # a window holding only parts of characters
+        assert len(raw) <= 6
     assert content in text
 
 

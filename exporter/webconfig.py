@@ -1,0 +1,235 @@
+"""The Prometheus exporter-toolkit web configuration file: TLS, basic auth, headers.
+
+The format of https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md,
+the keys this exporter supports (an empty file means plain HTTP, no auth)::
+
+    tls_server_config:
+      cert_file: server.crt            # both required when the block is present
+      key_file: server.key
+      client_auth_type: NoClientCert   # RequestClientCert, RequireAnyClientCert,
+                                       # VerifyClientCertIfGiven, RequireAndVerifyClientCert
+      client_ca_file: ca.crt           # required unless NoClientCert
+      min_version: TLS12               # TLS12 or TLS13
+      max_version: null                # TLS12 or TLS13; null: the newest
+    basic_auth_users:
+      prometheus: $2b$12$...           # bcrypt hashes ($2a$, $2b$ or $2y$)
+    http_server_config:
+      headers:
+        Strict-Transport-Security: max-age=31536000
+      http2: true                      # accepted, ignored
+
+Relative paths are taken from the web config file's directory; the files must be
+readable, and the certificate must match its key, when the file is loaded. Python's
+``ssl`` verifies every client certificate it asks for, so ``RequestClientCert`` and
+``RequireAnyClientCert`` check certificates against ``client_ca_file`` too (stricter than
+exporter-toolkit, which accepts any certificate for these two).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import ssl
+from os import PathLike
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+import bcrypt
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, model_validator
+
+from exporter.config import (
+    ConfigError,
+    ResolvedPath,
+    Section,
+    cross_field,
+    load_yaml,
+    problem_line,
+    readable_file,
+)
+
+ClientAuthType = Literal[
+    "NoClientCert",
+    "RequestClientCert",
+    "RequireAnyClientCert",
+    "VerifyClientCertIfGiven",
+    "RequireAndVerifyClientCert",
+]
+TLSVersionName = Literal["TLS12", "TLS13"]
+
+_TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
+_VERIFY_MODES = {
+    "NoClientCert": ssl.CERT_NONE,
+    "RequestClientCert": ssl.CERT_OPTIONAL,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAnyClientCert": ssl.CERT_REQUIRED,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+_BCRYPT_RE = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
+_SSL_SOURCE_RE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+# Checked against when the user is unknown, so that a wrong name costs a bcrypt like a
+# wrong password does (the same dummy hash as exporter-toolkit).
+_DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
+
+
+def _bcrypt_hash(value: str) -> str:
+    if not _BCRYPT_RE.fullmatch(value):
+        raise ValueError("must be a bcrypt hash starting with $2a$, $2b$ or $2y$")
+    return value
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME_RE.fullmatch(value):
+        raise ValueError("not a valid HTTP header name")
+    return value
+
+
+def _header_value(value: str) -> str:
+    if not _HEADER_VALUE_RE.fullmatch(value):
+        raise ValueError("HTTP header values must not contain control characters")
+    return value
+
+
+ReadableFile = Annotated[ResolvedPath, AfterValidator(readable_file)]
+
+
+class TLSServerConfig(Section):
+    """``tls_server_config``: serve HTTPS, optionally checking client certificates."""
+
+    cert_file: ReadableFile
+    key_file: ReadableFile
+    client_auth_type: ClientAuthType = "NoClientCert"
+    client_ca_file: ReadableFile | None = None
+    min_version: TLSVersionName = "TLS12"
+    max_version: TLSVersionName | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        problems: list[tuple[str, str]] = []
+        if self.client_auth_type == "NoClientCert" and self.client_ca_file is not None:
+            problems.append(("client_ca_file", "set, but client_auth_type is NoClientCert"))
+        if self.client_auth_type != "NoClientCert" and self.client_ca_file is None:
+            problems.append(("client_ca_file", f"required with {self.client_auth_type}"))
+        if self.max_version is not None and self.max_version < self.min_version:
+            problems.append(("max_version", "must not be lower than min_version"))
+        if problems:
+            raise cross_field(*problems)
+        return self
+
+
+class HTTPServerConfig(Section):
+    """``http_server_config``: response headers; ``http2`` is accepted and ignored."""
+
+    headers: dict[
+        Annotated[str, AfterValidator(_header_name)], Annotated[str, AfterValidator(_header_value)]
+    ] = Field(default_factory=dict)
+    http2: bool = True
+
+
+class WebConfig(Section):
+    """A loaded web config. Build the server's TLS with :meth:`ssl_context` and check each
+    request with :meth:`check_basic_auth`."""
+
+    tls_server_config: TLSServerConfig | None = None
+    basic_auth_users: dict[
+        Annotated[str, Field(min_length=1)], Annotated[str, AfterValidator(_bcrypt_hash)]
+    ] = Field(default_factory=dict)
+    http_server_config: HTTPServerConfig = Field(default_factory=HTTPServerConfig)
+
+    _path: Path | None = PrivateAttr(default=None)
+    _cache_key: bytes = PrivateAttr(default_factory=lambda: secrets.token_bytes(32))
+    _verified: dict[str, bytes] = PrivateAttr(default_factory=dict)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers to add to every response."""
+        return self.http_server_config.headers
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A server-side SSLContext, or None for plain HTTP.
+
+        Raises ConfigError when the certificate, key or client CA cannot be loaded.
+        """
+        tls = self.tls_server_config
+        if tls is None:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = _TLS_VERSIONS[tls.min_version]
+        if tls.max_version is not None:
+            context.maximum_version = _TLS_VERSIONS[tls.max_version]
+        try:
+            # A callable password: an encrypted key fails instead of prompting on a tty.
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
+        except (ssl.SSLError, OSError) as exc:
+            raise self._error("key_file", f"cannot use cert_file with key_file: {exc}") from None
+        if tls.client_ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=tls.client_ca_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise self._error("client_ca_file", f"cannot load CA: {exc}") from None
+        context.verify_mode = _VERIFY_MODES[tls.client_auth_type]
+        return context
+
+    def _error(self, key: str, reason: str) -> ConfigError:
+        reason = _SSL_SOURCE_RE.sub("", reason)
+        return ConfigError(
+            self._path, [problem_line(self._path, ("tls_server_config", key), reason)]
+        )
+
+    def check_basic_auth(self, authorization: str | None) -> bool:
+        """True if no users are configured, or ``authorization`` (the request's header) is
+        ``Basic base64(user:password)`` for a configured user and password.
+
+        A verified password is remembered as a keyed SHA-256 digest, so that each scrape
+        does not cost a bcrypt; an unknown user costs one too, so timing does not tell
+        which users exist.
+        """
+        if not self.basic_auth_users:
+            return True
+        scheme, _, encoded = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user_bytes, colon, password = base64.b64decode(
+                encoded.strip(), validate=True
+            ).partition(b":")
+            user = user_bytes.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        if not colon:
+            return False
+        digest = hmac.new(self._cache_key, password, hashlib.sha256).digest()
+        hashed = self.basic_auth_users.get(user)
+        remembered = self._verified.get(user)
+        if (
+            hashed is not None
+            and remembered is not None
+            and hmac.compare_digest(remembered, digest)
+        ):
+            return True
+        try:
+            matches = bcrypt.checkpw(password, hashed.encode() if hashed else _DUMMY_HASH)
+        except ValueError:  # longer than bcrypt's 72 bytes: never what was hashed
+            matches = False
+        if hashed is None or not matches:
+            return False
+        self._verified[user] = digest
+        return True
+
+
+def load_web_config(path: str | PathLike[str]) -> WebConfig:
+    """Read and validate a web config file; ConfigError lists every problem."""
+    path = Path(path)
+    data = load_yaml(path, allow_empty=True)
+    try:
+        config = WebConfig.model_validate(data, context={"base_dir": path.parent.absolute()})
+    except ValidationError as exc:
+        raise ConfigError.from_validation(path, exc, WebConfig) from None
+    config._path = path
+    config.ssl_context()
+    return config
