@@ -231,7 +231,7 @@ def render_text(families: Iterable[Family]) -> str:
             if family.labels:
                 pairs = ",".join(
                     f'{label}="{_escape_label(v)}"'
-                    for label, v in zip(family.labels, values, strict=True)
+                    for label, v in sorted(zip(family.labels, values, strict=True))
                 )
                 out.append(f"{sample_name}{{{pairs}}} {format_value(value)}\n")
             else:

@@ -1,0 +1,137 @@
+"""The command line: exit codes, one clear line per problem, no tracebacks."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter import __version__
+from exporter.cli import main
+
+GOOD = """
+modelarts:
+  endpoint: https://modelarts.eu-de.otc.t-systems.com
+  project_id: 0123456789abcdef0123456789abcdef
+"""
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert out.strip() == f"modelarts-exporter {__version__}"
+
+
+def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "frobnicate")[0] == 2
+    assert run(capsys, "serve")[0] == 2
+
+
+def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "serve", "--config.file", str(tmp_path / "nope.yml"))
+    assert code == 2
+    assert "nope.yml" in err
+    assert "Traceback" not in err
+
+
+def test_every_config_problem_at_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    config = tmp_path / "cfg.yml"
+    config.write_text(GOOD + "collect:\n  interval_seconds: fast\n  colour: blue\n")
+    code, _, err = run(capsys, "serve", "--config.file", str(config))
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(str(config)) for line in lines)
+    assert any("collect.interval_seconds" in line for line in lines)
+    assert any("collect.colour" in line for line in lines)
+
+
+def test_no_credentials(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MODELARTS_AUTH_TOKEN", "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "OS_AUTH_URL"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "cfg.yml"
+    config.write_text(GOOD)
+    code, _, err = run(capsys, "serve", "--config.file", str(config))
+    assert code == 2
+    assert "MODELARTS_AUTH_TOKEN" in err
+
+
+def test_config_check(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "secret-token-value")
+    config = tmp_path / "cfg.yml"
+    config.write_text(GOOD)
+    code, out, err = run(capsys, "serve", "--config.file", str(config), "--config.check")
+    assert code == 0, err
+    assert "ok" in out
+    assert "secret-token-value" not in out + err
+
+
+def test_bad_listen_address(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    config = tmp_path / "cfg.yml"
+    config.write_text(GOOD)
+    code, _, err = run(
+        capsys, "serve", "--config.file", str(config), "--web.listen-address", "nowhere"
+    )
+    assert code == 2
+    assert "--web.listen-address" in err
+
+
+def test_analyze_files_and_stdin(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "worker-0.log"
+    log.write_bytes(b"Traceback (most recent call last):\n[Modelarts Service Log]exit with 2\n")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"CUDA out of memory\n")))
+    code, out, _ = run(capsys, "analyze", str(log), "-")
+    assert code == 0
+    assert 'modelarts_task_exit_code{task_id="worker-0.log",training_job_id="local"} 2.0' in out
+    oom = 'marker="cuda_oom",task_id="stdin",training_job_id="local"'
+    assert f"modelarts_task_log_errors_total{{{oom}}} 1.0" in out
+    assert "modelarts_training_job" not in out
+
+
+def test_rules_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "rules", "test")
+    assert code == 0
+    assert out.startswith("ok:")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rules:\n  - name: x\n    kind: error\n    pattern: '(?<!a)b'\n")
+    code, _, err = run(capsys, "rules", "check", str(bad))
+    assert code == 2
+    assert "bad.yml" in err
+    assert "look-behind" in err
+    failing = tmp_path / "failing.yml"
+    failing.write_text(
+        "rules:\n  - name: y\n    kind: error\n    pattern: 'boom'\n"
+        "    examples: ['no match here']\n"
+    )
+    code, _, err = run(capsys, "rules", "test", str(failing))
+    assert code == 1
+    assert "did not match" in err
+
+
+def test_python_dash_m_works() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert __version__ in result.stdout

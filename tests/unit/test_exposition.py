@@ -1,0 +1,148 @@
+"""From the store to /metrics: families, the collector, the text renderer, the HTTP app."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import math
+from collections.abc import Iterable
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.collector import StoreCollector
+from exporter.families import build_families, render_text
+from exporter.rules import load_rules
+from exporter.rules.model import Rule, compile_pattern
+from exporter.server import make_app, parse_listen_address
+from exporter.store import JobState, Snapshot, TaskState
+
+JOB = JobState("job-1", "llm-sft", "Running", ("worker-0",), "PyTorch 2.1", "gpu.8v100")
+
+
+def _custom_rule() -> Rule:
+    regex, _ = compile_pattern(r"tokens/s: (?P<value>\d+) rank (?P<rank>\d+)")
+    return Rule(
+        name="tps",
+        kind="gauge",
+        source="custom.yml: rules[0]",
+        pattern="",
+        regex=regex,
+        unless=None,
+        metric="modelarts_task_tokens_per_second",
+        help='Tokens per "second"\nby rank.',
+        labels=("rank",),
+    )
+
+
+def _snapshot() -> Snapshot:
+    task = TaskState(
+        "job-1",
+        "worker-0",
+        processed_bytes=10.0,
+        errors={"cuda_oom": 2.0},
+        exit_code=1.0,
+        loss=math.nan,
+        step=5.0,
+        log_size=10.0,
+        up=True,
+        gauges={("modelarts_task_tokens_per_second", (("rank", 'a"b\\c'),)): (99.5, "tps")},
+    )
+    return Snapshot({"job-1": JOB}, {("job-1", "worker-0"): task})
+
+
+def test_text_renderer_matches_prometheus_client() -> None:
+    rules = [*load_rules(), _custom_rule()]
+    families = build_families(_snapshot(), rules)
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(_snapshot, rules))
+    assert render_text(families) == generate_latest(registry).decode()
+
+
+def test_families_carry_the_contract() -> None:
+    families = {f.name: f for f in build_families(_snapshot(), [*load_rules(), _custom_rule()])}
+    errors = dict(families["modelarts_task_log_errors"].samples)
+    assert errors[("job-1", "worker-0", "cuda_oom")] == 2.0
+    assert errors[("job-1", "worker-0", "python_traceback")] == 0.0  # known markers start at 0
+    assert families["modelarts_task_exit_code"].samples == [(("job-1", "worker-0"), 1.0)]
+    assert math.isnan(families["modelarts_task_loss"].samples[0][1])
+    assert "modelarts_task_epoch" not in families  # absent until printed
+    phases = dict(families["modelarts_training_job_phase"].samples)
+    assert phases[("job-1", "Running")] == 1.0
+    assert sum(phases.values()) == 1.0
+    assert len(phases) == 8
+    assert families["modelarts_training_job_info"].samples == [
+        (("job-1", "llm-sft", "Running", "PyTorch 2.1", "gpu.8v100"), 1.0)
+    ]
+    custom = families["modelarts_task_tokens_per_second"]
+    assert custom.labels == ("training_job_id", "task_id", "rank")
+
+
+def _call(
+    app: Any, path: str, headers: dict[str, str] | None = None
+) -> tuple[str, dict[str, str], bytes]:
+    environ: dict[str, Any] = {"PATH_INFO": path, "wsgi.input": io.BytesIO()}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = path
+    for key, value in (headers or {}).items():
+        environ["HTTP_" + key.upper().replace("-", "_")] = value
+    seen: dict[str, Any] = {}
+
+    def start_response(status: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
+        seen["status"], seen["headers"] = status, dict(response_headers)
+
+    body: Iterable[bytes] = app(environ, start_response)
+    return seen["status"], seen["headers"], b"".join(body)
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(_snapshot, load_rules()))
+    return registry
+
+
+def test_http_endpoints(registry: CollectorRegistry) -> None:
+    ready = [False]
+    app = make_app(registry, ready=lambda: ready[0], headers=[("X-Frame-Options", "deny")])
+    status, headers, body = _call(app, "/")
+    assert status.startswith("200")
+    assert b'href="/metrics"' in body
+    assert _call(app, "/-/healthy")[0].startswith("200")
+    assert _call(app, "/-/ready")[0].startswith("503")
+    ready[0] = True
+    assert _call(app, "/-/ready")[0].startswith("200")
+    assert _call(app, "/nope")[0].startswith("404")
+    status, headers, body = _call(app, "/metrics")
+    assert headers["X-Frame-Options"] == "deny"
+    assert b"modelarts_task_exit_code" in body
+    status, headers, body = _call(
+        app, "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith(b"# EOF\n")
+    status, headers, body = _call(app, "/metrics", {"Accept-Encoding": "gzip"})
+    assert b"modelarts_task_exit_code" in gzip.decompress(body)
+
+
+def test_basic_auth_guards_everything(registry: CollectorRegistry) -> None:
+    app = make_app(registry, ready=lambda: True, check_auth=lambda header: header == "Basic ok")
+    status, headers, _ = _call(app, "/metrics")
+    assert status.startswith("401")
+    assert headers["WWW-Authenticate"].startswith("Basic")
+    assert _call(app, "/metrics", {"Authorization": "Basic ok"})[0].startswith("200")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:9958", ("127.0.0.1", 9958)), (":80", ("0.0.0.0", 80)), ("[::1]:1", ("::1", 1))],
+)
+def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(text) == expected
+
+
+def test_bad_listen_address() -> None:
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        parse_listen_address("localhost")

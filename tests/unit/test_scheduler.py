@@ -1,0 +1,168 @@
+"""The collection cycle: polls, final polls, failures and backoff, without sleeping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes import FakeClock, FakeModelArts
+from prometheus_client import CollectorRegistry
+
+from exporter.discovery import Discovery, DiscoverySettings
+from exporter.modelarts.errors import AuthenticationError, ServerError
+from exporter.modelarts.types import TrainingJob
+from exporter.rules import RuleSet, load_rules
+from exporter.scheduler import CollectSettings, Poller
+from exporter.selfmetrics import SelfMetrics
+from exporter.store import Store
+
+
+def running(job_id: str, *tasks: str, phase: str = "Running", now: float) -> TrainingJob:
+    return TrainingJob(
+        job_id,
+        f"name-{job_id}",
+        phase,
+        tasks or ("worker-0",),
+        create_time_ms=int((now - 600) * 1000),
+        start_time_ms=int((now - 500) * 1000),
+        duration_ms=400_000 if phase != "Running" else 0,
+    )
+
+
+class World:
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock()
+        self.api = FakeModelArts()
+        self.store = Store(tmp_path / "state.db", clock=self.clock)
+        self.store.open()
+        self.registry = CollectorRegistry()
+        self.metrics = SelfMetrics(self.registry)
+        self.poller = Poller(
+            self.api,
+            Discovery(self.api, self.store, DiscoverySettings(), clock=self.clock),
+            self.store,
+            RuleSet(load_rules()),
+            self.metrics,
+            CollectSettings(interval_seconds=10, discovery_interval_seconds=10, concurrency=4),
+            clock=self.clock,
+        )
+
+    def task(self, job: str, task: str = "worker-0") -> object:
+        return self.store.snapshot().tasks.get((job, task))
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    yield w
+    w.poller.stop()
+    w.store.close()
+
+
+def test_a_cycle_polls_every_task_and_takes_new_lines_once(world: World) -> None:
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", "worker-0", "worker-1", now=now)
+    world.api.logs[("a", "worker-0")] = b"Traceback (most recent call last):\nhalf"
+    world.api.logs[("a", "worker-1")] = b"[Modelarts Service Log]exit with 0\n"
+    report = world.poller.run_cycle()
+    assert report.polled == 2
+    assert world.poller.ready.is_set()
+    t0 = world.store.task("a", "worker-0")
+    assert t0.errors == {"python_traceback": 1.0}
+    assert t0.lines == 1
+    assert world.store.task("a", "worker-1").exit_code == 0
+    world.clock.advance(10)
+    world.api.logs[("a", "worker-0")] += b" line\nTraceback (most recent call last):\n"
+    world.poller.run_cycle()
+    t0 = world.store.task("a", "worker-0")
+    assert t0.errors == {"python_traceback": 2.0}
+    assert t0.lines == 3
+    assert world.value("modelarts_exporter_polls_total", outcome="continued") == 1.0
+    assert world.value("modelarts_exporter_polls_total", outcome="unchanged") == 1.0
+
+
+def test_a_terminal_job_gets_one_final_poll(world: World) -> None:
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", now=now)
+    world.api.logs[("a", "worker-0")] = b"step 1\n[Modelarts Service Log]exit with 1"
+    world.poller.run_cycle()
+    assert world.store.task("a", "worker-0").exit_code is None  # unfinished line held back
+    world.api.jobs["a"] = running("a", phase="Failed", now=now)
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    task = world.store.task("a", "worker-0")
+    assert task.exit_code == 1
+    assert task.final_done
+    calls = len(list(world.api.previews()))
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    assert len(list(world.api.previews())) == calls  # not polled again
+
+
+def test_one_failing_task_does_not_stop_the_others_and_backs_off(world: World) -> None:
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", "worker-0", "worker-1", now=now)
+    world.api.logs[("a", "worker-0")] = b"ok\n"
+    world.api.logs[("a", "worker-1")] = b"ok\n"
+    world.api.fail["preview_log:a/worker-1"] = ServerError("preview_log", "boom", status=503)
+    world.poller.run_cycle()
+    assert world.store.task("a", "worker-0").up is True
+    assert world.store.task("a", "worker-1").up is False
+    assert world.value("modelarts_exporter_polls_total", outcome="failed") == 1.0
+    # The failed task waits one interval (doubling after each failure); the other is polled.
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    previews = list(world.api.previews())
+    assert previews.count("a/worker-1") == 2
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    assert list(world.api.previews()).count("a/worker-1") == 2  # backing off: 20 s now
+    del world.api.fail["preview_log:a/worker-1"]
+    world.clock.advance(20)
+    world.poller.run_cycle()
+    assert world.store.task("a", "worker-1").up is True
+
+
+def test_rejected_credentials_back_off_to_the_maximum(world: World) -> None:
+    world.api.jobs["a"] = running("a", now=world.clock.now)
+    world.api.fail["preview_log"] = AuthenticationError("preview_log", "bad token", status=401)
+    for _ in range(3):
+        world.poller.run_cycle()
+        world.clock.advance(10)
+    assert list(world.api.previews()).count("a/worker-0") == 2
+
+
+def test_not_ready_logs_and_deleted_jobs(world: World) -> None:
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", now=now)
+    world.api.jobs["b"] = running("b", now=now)
+    world.api.logs[("b", "worker-0")] = b"x\n"
+    world.poller.run_cycle()
+    assert world.store.task("a", "worker-0").up is True
+    assert world.store.task("a", "worker-0").log_size is None
+    del world.api.jobs["b"]
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    assert "b" not in world.store.jobs()
+
+
+def test_a_bug_in_one_poll_is_contained(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", "worker-0", "worker-1", now=now)
+    world.api.logs[("a", "worker-0")] = b"ok\n"
+    world.api.logs[("a", "worker-1")] = b"ok\n"
+    real = world.api.preview_log
+
+    def broken(job_id: str, task_id: str) -> object:
+        if task_id == "worker-1":
+            raise RuntimeError("unexpected")
+        return real(job_id, task_id)
+
+    monkeypatch.setattr(world.api, "preview_log", broken)
+    report = world.poller.run_cycle()
+    assert report.failed == 1
+    assert world.store.task("a", "worker-0").up is True
