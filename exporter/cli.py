@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -167,6 +168,11 @@ def _serve(args: argparse.Namespace) -> int:
                 config = config.with_listen_address(args.listen_address)
             except ValueError as exc:
                 return _problems([f"--web.listen-address: {exc}"])
+        if args.shard:
+            try:
+                config = config.with_shard(args.shard, socket.gethostname())
+            except ValueError as exc:
+                return _problems([f"--shard: {exc}"])
         credentials = resolve_credentials(config, os.environ)
         web_file = Path(args.web_config_file) if args.web_config_file else None
         if args.check:

@@ -27,7 +27,7 @@ Relative paths are resolved against the directory of the configuration file.
     collect:
       interval_seconds: 30          # >= 1: how often each active task's log is previewed
       concurrency: 8                # 1..256 previews in flight
-      max_line_bytes: 65536         # 256..16 MiB: longer lines are cut
+      max_line_bytes: 65536         # 256..16 MiB: longer lines go through in pieces
       discovery_interval_seconds: null   # >= 1; null: the same as interval_seconds
       failure_backoff_max_seconds: 600   # >= interval_seconds (default raised to it):
                                          # the longest pause of a task that keeps failing
@@ -594,6 +594,25 @@ class Config(Section):
         parse_listen_address(address)
         web = self.web.model_copy(update={"listen_address": address})
         return self.model_copy(update={"web": web})
+
+    def with_shard(self, spec: str, hostname: str = "") -> Config:
+        """A copy owning shard ``INDEX/COUNT`` (``--shard``); ValueError if invalid.
+
+        ``INDEX`` may be ``hostname``: the number that ends the host name, as in a
+        Kubernetes StatefulSet whose pods are named ``<name>-0``, ``<name>-1``, ...
+        """
+        index_text, sep, count_text = spec.partition("/")
+        if index_text == "hostname":
+            match = re.search(r"-(\d+)$", hostname)
+            if not match:
+                raise ValueError(f"host name {hostname!r} does not end with -<number>")
+            index_text = match.group(1)
+        if not sep or not index_text.isdigit() or not count_text.isdigit():
+            raise ValueError(f"{spec!r} is not INDEX/COUNT")
+        index, count = int(index_text), int(count_text)
+        if count < 1 or index >= count:
+            raise ValueError(f"shard {index}/{count}: need 0 <= INDEX < COUNT")
+        return self.model_copy(update={"shard": ShardSettings(index=index, count=count)})
 
 
 def _validate(data: Mapping[str, Any], path: Path | None, base_dir: Path) -> Config:

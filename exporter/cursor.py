@@ -230,6 +230,19 @@ def advance(
     """
     if max_line_bytes < 1:
         raise ValueError("max_line_bytes must be positive")
+    if (
+        state.started
+        and not final
+        and full_size == state.full_size
+        and (len(state.tail) == TAIL_BYTES or state.offset <= len(state.tail))
+    ):
+        # Nothing written since the last poll: the window must still end with the
+        # signature (a whole one: a shorter one could still learn from this window).
+        # Checking that costs a few bytes, not the whole window.
+        signature = state.tail + state.pending
+        suffix = content[len(content) - len(signature) :] if signature else ""
+        if suffix.encode("utf-8", "surrogatepass").endswith(signature):
+            return Advance(state=state, outcome="unchanged")
     cb = content.encode("utf-8", "surrogatepass")
     start = max(0, full_size - current_size)
     replaced = _REPLACEMENT in cb

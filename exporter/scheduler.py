@@ -81,6 +81,9 @@ class Poller:
         self._clock = clock
         self._next_discovery = 0.0
         self._next_poll: dict[tuple[str, str], float] = {}
+        self._auth_lock = threading.Lock()
+        self._auth_paused_until = 0.0
+        self._auth_rejections = 0
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="poll")
         self._scheduler: BackgroundScheduler | None = None
         self.ready = threading.Event()
@@ -147,14 +150,23 @@ class Poller:
         """Preview one task and commit what is new; returns (outcome, new bytes)."""
         final = job.phase in TERMINAL_PHASES
         task = self._store.task(job.id, task_id)
+        if self._clock() < self._auth_paused_until:
+            # The credentials were rejected: don't ask again until the pause is over.
+            self._commit(failed_poll(task, now=self._clock()))
+            self._metrics.polls.labels("failed").inc()
+            return "failed", 0
         try:
             preview = self._source.preview_log(job.id, task_id)
         except JobNotFoundError:
             log.info("job %s (%s) was deleted: dropping its series", job.name, job.id)
             self._store.remove_job(job.id)
             return "failed", 0
+        except AuthenticationError as exc:
+            self._pause_for_credentials(exc)
+            return self._failed(job, task, exc), 0
         except ModelArtsError as exc:
             return self._failed(job, task, exc), 0
+        self._auth_rejections = 0
         now = self._clock()
         if preview is None:
             self._commit(no_log_yet(task, now=now, final=final))
@@ -180,6 +192,26 @@ class Poller:
         for rule, dropped in stats.series_dropped.items():
             self._metrics.series_dropped.labels(rule).inc(dropped)
         return stats.outcome, stats.new_bytes
+
+    def _pause_for_credentials(self, exc: AuthenticationError) -> None:
+        """A rejected credential pauses every preview (doubling), so it never hammers
+        the API; one clear line says so."""
+        with self._auth_lock:
+            now = self._clock()
+            if now < self._auth_paused_until:
+                return
+            self._auth_rejections += 1
+            pause = min(
+                self._settings.interval_seconds * 2 ** (self._auth_rejections - 1),
+                self._settings.failure_backoff_max_seconds,
+            )
+            self._auth_paused_until = now + pause
+        log.error(
+            "ModelArts rejected the credentials (%s): all previews paused for %.0f s; "
+            "check the token, AK/SK or IAM user and its permissions",
+            exc,
+            pause,
+        )
 
     def _commit(self, task: TaskState) -> bool:
         try:

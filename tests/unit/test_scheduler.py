@@ -166,3 +166,18 @@ def test_a_bug_in_one_poll_is_contained(world: World, monkeypatch: pytest.Monkey
     report = world.poller.run_cycle()
     assert report.failed == 1
     assert world.store.task("a", "worker-0").up is True
+
+
+def test_a_rejected_credential_pauses_every_preview(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.api.jobs["a"] = running("a", *(f"worker-{n}" for n in range(12)), now=world.clock.now)
+    world.api.fail["preview_log"] = AuthenticationError("preview_log", "bad token", status=401)
+    for _ in range(4):
+        world.poller.run_cycle()
+        world.clock.advance(10)
+    calls = len(list(world.api.previews()))
+    # At most what was in flight when the first rejection came back, per pause.
+    assert calls <= 2 * 4
+    assert all(task.up is False for task in world.store.snapshot().tasks.values())
+    assert "rejected the credentials" in caplog.text
