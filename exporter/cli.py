@@ -117,12 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class LogfmtFormatter(logging.Formatter):
+    """``ts=2026-11-26T10:00:00.000Z level=info logger=exporter.scheduler msg="..."``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        message = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
+        line = (
+            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
+            f'logger={record.name} msg="{message}"'
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter("ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
-    )
-    logging.Formatter.converter = time.gmtime
+    handler.setFormatter(LogfmtFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
