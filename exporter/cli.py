@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="TLS and basic auth, exporter-toolkit format; overrides web.config_file",
     )
     serve.add_argument(
+        "--shard",
+        metavar="INDEX/COUNT",
+        help="watch only this share of the jobs (a stable hash of the job id); INDEX may be "
+        "'hostname': the number ending the host name (StatefulSet pods); overrides shard",
+    )
+    serve.add_argument(
         "--config.check",
         dest="check",
         action="store_true",

@@ -135,3 +135,18 @@ def test_python_dash_m_works() -> None:
     )
     assert result.returncode == 0
     assert __version__ in result.stdout
+
+
+def test_shard_flag_is_checked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    config = tmp_path / "cfg.yml"
+    config.write_text(GOOD)
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--shard", "4/3")
+    assert code == 2
+    assert err.startswith("--shard:")
+    code, out, _ = run(
+        capsys, "serve", "--config.file", str(config), "--shard", "2/3", "--config.check"
+    )
+    assert code == 0
