@@ -54,10 +54,9 @@ def main() -> None:
     body = json.dumps({"content": text, "current_size": size, "full_size": size * 3}).encode()
     preview = LogPreview(text, size, size * 3)
     rules = RuleSet(load_rules())
-    first = apply_preview(
+    task, _ = apply_preview(
         TaskState("job", "worker-0"), preview, rules, final=False, now=0.0, limits=Limits()
     )
-    task, stats = first
     state: CursorState = task.cursor
     parse_ms = timed(lambda: json.loads(body))
     cursor_ms = timed(lambda: advance(state, text, size, size * 3))

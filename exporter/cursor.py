@@ -203,14 +203,17 @@ class _Window:
         return end - begin - 2 * self.cb.count(_REPLACEMENT, begin, end)
 
     def index(self, relative: int) -> int:
-        """The content index ``relative`` log bytes after the content's start."""
+        """The content index ``relative`` log bytes after the content's start.
+
+        Each replacement character before that point takes 3 content bytes for (we
+        assume) 1 log byte; they are walked in order, so the index never lands inside one.
+        """
         idx = relative
         if self.replaced and relative > 0:
-            for _ in range(8):
-                shifted = relative + 2 * self.cb.count(_REPLACEMENT, 0, idx)
-                if shifted == idx:
-                    break
-                idx = shifted
+            at = self.cb.find(_REPLACEMENT)
+            while at != -1 and at < idx:
+                idx += 2
+                at = self.cb.find(_REPLACEMENT, at + 3)
         return idx
 
 
@@ -295,8 +298,17 @@ def advance(
         at_cursor = win.log_len(0, cursor)
         new_offset = max(start + min(drops) + at_cursor, state.offset + win.log_len(idx, cursor))
         slack = max(0, start + max(drops) + at_cursor - new_offset)
-    skipped = max(0, new_offset - state.offset - take.processed)
-    changed = take.processed or skipped or final or full_size != state.full_size
+    processed = take.processed
+    if not win.replaced and not found.resynced:
+        skipped = max(0, new_offset - state.offset - take.processed)
+    else:
+        # Invalid UTF-8 makes log offsets estimates (a replacement character stands for 1
+        # to 3 log bytes): only the rest of a line being skipped counts as skipped, and
+        # the final poll settles the processed bytes against the log's exact size.
+        skipped = win.log_len(idx, begin) if state.discard else 0
+        if final:
+            processed = max(0, full_size - state.offset - skipped)
+    changed = processed or skipped or final or full_size != state.full_size
     return Advance(
         state=CursorState(
             started=True,
@@ -311,7 +323,7 @@ def advance(
         outcome="continued" if changed else "unchanged",
         block=bytes(take.block),
         lines=take.lines,
-        processed_bytes=take.processed,
+        processed_bytes=processed,
         skipped_bytes=skipped,
         resynced=found.resynced,
         ambiguous=found.ambiguous,
@@ -392,19 +404,22 @@ class _Found:
 
 
 def _wide_search(state: CursorState, win: _Window) -> _Found | None:
-    """Find the signature near where it should be, when the window lost bytes.
+    """Find the signature near where it should be, when invalid UTF-8 moved it.
 
-    A server that drops invalid UTF-8 (instead of replacing it) shortens the content and
-    moves everything after the drop; the wider search tolerates that shift. Only used
-    when the sizes show it, so valid logs keep the exact check.
+    A server that drops invalid bytes shortens the content; a replacement character may
+    stand for 1 to 3 log bytes (a literal U+FFFD in the log is 3). Either shifts every
+    position after it by a little; the wider search tolerates that. Only used when the
+    window shows replacements or its size does not add up, so valid logs keep the exact
+    check.
     """
-    if 0 <= win.missing <= 2 * _MAX_EDGE_DROP:
+    if not win.replaced and 0 <= win.missing <= 2 * _MAX_EDGE_DROP:
         return None
     signature = state.tail + state.pending
     if len(signature) < 16:
         return None
     expected = win.index(state.offset - win.start) - len(state.tail)
-    spread = abs(win.missing) + 2 * _MAX_EDGE_DROP
+    replaced = win.cb.count(_REPLACEMENT) if win.replaced else 0
+    spread = abs(win.missing) + 2 * replaced + 2 * _MAX_EDGE_DROP
     lo = max(0, expected - spread)
     hi = min(len(win.cb), expected + spread + len(signature))
     best = at = win.cb.find(signature, lo, hi)

@@ -79,11 +79,15 @@ def apply_preview(
     )
     if adv.outcome == "reset":
         # The values printed by the old log do not describe the new one.
-        updated = replace(updated, exit_code=None, loss=None, step=None, epoch=None)
+        updated = replace(
+            updated, exit_code=None, loss=None, step=None, epoch=None, rule_context={}
+        )
     if adv.block:
-        scan = rules.scan(adv.block)
+        scan = rules.scan(adv.block, context=updated.rule_context)
         stats.scan = scan
         updated = _apply_scan(updated, scan, limits, stats)
+        if scan.context != updated.rule_context:
+            updated = replace(updated, rule_context=scan.context)
     return updated, stats
 
 

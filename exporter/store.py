@@ -69,6 +69,9 @@ class TaskState:
     """The job is over and this task had its final poll."""
     failures: int = 0
     """Failed previews in a row (for backoff)."""
+    rule_context: Mapping[str, Any] = field(default_factory=dict)
+    """What context rules (a Keras ``Epoch 3/10`` header, ...) said so far, for the next
+    block of the same log."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,10 @@ class Auth(Protocol):
         """Drop any cached credential; True if retrying after a 401 can help."""
         ...
 
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values in use, to be kept out of every message."""
+        ...
+
 
 def _check_header_value(name: str, value: str) -> None:
     if not _HEADER_VALUE_RE.fullmatch(value):
@@ -72,6 +76,9 @@ class TokenAuth:
 
     def invalidate(self) -> bool:
         return False
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token,)
 
 
 def _utc_now() -> datetime:
@@ -130,6 +137,9 @@ class AkSkAuth:
 
     def invalidate(self) -> bool:
         return False
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.secret_key, self.security_token or "")
 
 
 def _expires_at(data: object, status: int) -> float:
@@ -228,6 +238,9 @@ class PasswordAuth:
         with self._lock:
             self._token = None
         return True
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._password, self._token or "")
 
     def token(self) -> str:
         """The cached token, after logging in if there is none or it is about to expire."""

@@ -263,14 +263,19 @@ class ModelArtsClient:
                 "Accept": "application/json",
                 "User-Agent": self._user_agent,
             }
-            self._auth.apply(method, url, headers, body)
+            try:
+                self._auth.apply(method, url, headers, body)
+            except errors.ModelArtsError as exc:  # an IAM login that failed
+                raise errors.redact(exc, self._auth.secrets()) from None
             started = time.perf_counter()
             outcome = self._attempt(
                 endpoint, method, url, headers=headers, body=body, not_ready=not_ready
             )
-            if self._observer is not None:
-                self._observer.observe(endpoint, time.perf_counter() - started, outcome.error)
             error = outcome.error
+            if error is not None:
+                errors.redact(error, self._auth.secrets())
+            if self._observer is not None:
+                self._observer.observe(endpoint, time.perf_counter() - started, error)
             if error is None:
                 return outcome.data
 
@@ -359,7 +364,7 @@ def read_body(endpoint: str, response: requests.Response, limit: int | None = No
     if limit is None:
         limit = MAX_BODY_BYTES
     declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise errors.BadResponseError(
             endpoint,
             f"response body of {declared} bytes exceeds {limit}",

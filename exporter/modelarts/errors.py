@@ -45,6 +45,16 @@ class ModelArtsError(Exception):
         return text
 
 
+def redact(error: ModelArtsError, secrets: tuple[str, ...]) -> ModelArtsError:
+    """Remove secret values from an error's message (a server may echo a credential)."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            error.error_msg = error.error_msg.replace(secret, "<redacted>")
+            error.request_id = error.request_id.replace(secret, "<redacted>")
+    error.args = (str(error),)
+    return error
+
+
 class JobNotFoundError(ModelArtsError):
     """HTTP 400 ModelArts.2775: the training job was deleted."""
 

@@ -7,20 +7,23 @@ loss lines and noise, so most rules never run on most of the text.
 
 Counting follows CONTRACT.md: a marker counts each line where one of its rules matches
 once; value rules (exit code, loss, gauges) keep the value of the last line that
-matched; counters add per matching line.
+matched (on one line, the rule loaded first); counters add per matching line. Context
+rules (model.py) give a step/epoch to the loss lines after them that lack one.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import re2
 
-from exporter.rules.model import Example, Rule, parse_number, re2_options
+from exporter.rules.model import NUM, Example, Rule, parse_number, re2_options
 from exporter.rules.normalize import normalize
 
 _UNANCHORED = re2._Anchor.UNANCHORED
@@ -28,9 +31,18 @@ _UNANCHORED = re2._Anchor.UNANCHORED
 CHUNK_BYTES = 64 * 1024
 """Roughly how much text one set match covers."""
 
+SET_MAX_MEM = 64 << 20
+"""Memory budget of the set prefilter's automaton (RE2's default is 8 MiB): with many
+rules its DFA states are large, and a DFA out of memory would report no match at all."""
+
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
 """A custom metric's series: (metric name, sorted label pairs)."""
+
+Context = dict[str, tuple[float | None, float | None]]
+"""Context rule -> (step, epoch) of the last line it matched, for the next block."""
+
+_NUMBERS = re.compile(NUM.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +70,9 @@ class ScanResult:
     """Rule -> matching lines whose value or label could not be used."""
     rule_seconds: dict[str, float] = field(default_factory=dict)
     prefilter_seconds: float = 0.0
+    context: Context = field(default_factory=dict)
+    """The step/epoch context lines in force at the end of the block (with what was
+    handed in): pass it to the next ``scan`` of the same log."""
 
 
 @dataclass(slots=True)
@@ -68,6 +83,17 @@ class _Last:
     value: Any
 
 
+@dataclass(slots=True)
+class _State:
+    """What one scan accumulates across chunks."""
+
+    result: ScanResult
+    last: dict[Any, _Last] = field(default_factory=dict)
+    marker_lines: dict[tuple[str, str], set[int]] = field(default_factory=dict)
+    contexts: dict[int, list[tuple[int, float | None, float | None]]] = field(default_factory=dict)
+    """Context rule index -> (line offset, step, epoch) of each line it matched, in order."""
+
+
 class RuleSet:
     """Compiled rules, ready to scan blocks of log lines. Immutable and thread-safe."""
 
@@ -76,20 +102,34 @@ class RuleSet:
         self.label_value_max_length = label_value_max_length
         self._set: Any = None
         if self.rules:
-            rule_set = re2.Set.SearchSet(re2_options())
+            options = re2_options()
+            options.max_mem = SET_MAX_MEM
+            rule_set = re2.Set.SearchSet(options)
             for rule in self.rules:
                 rule_set.Add("(?m)" + rule.pattern)
             rule_set.Compile()
             self._set = rule_set
+        index = {rule.name: i for i, rule in enumerate(self.rules)}
+        feeders: dict[int, list[int]] = {}
+        for i, rule in enumerate(self.rules):
+            for name in rule.feeds:
+                if name in index:
+                    feeders.setdefault(index[name], []).append(i)
+        self._feeders = {loss: tuple(contexts) for loss, contexts in feeders.items()}
+        """Loss rule index -> the context rules that feed it."""
 
-    def scan(self, block: bytes) -> ScanResult:
-        """Run every rule over the lines of ``block`` (raw log bytes)."""
+    def scan(self, block: bytes, *, context: Mapping[str, Any] | None = None) -> ScanResult:
+        """Run every rule over the lines of ``block`` (raw log bytes).
+
+        ``context``: the ``ScanResult.context`` of the previous block of the same log.
+        """
         result = ScanResult()
+        carried = _carried(context)
         if not block or self._set is None:
+            result.context = carried
             return result
         data = normalize(block)
-        last: dict[Any, _Last] = {}
-        marker_lines: dict[tuple[str, str], set[int]] = {}
+        state = _State(result)
         size = len(data)
         start = 0
         while start < size:
@@ -105,35 +145,30 @@ class RuleSet:
             hits = self._set.Match(chunk) or ()
             result.prefilter_seconds += time.perf_counter() - t0
             for index in sorted(hits):
-                self._run(index, chunk, start, result, last, marker_lines)
+                self._run(index, chunk, start, state)
             start = end
-        for (severity, marker), lines in marker_lines.items():
-            counts = result.errors if severity == "error" else result.warnings
-            counts[marker] = counts.get(marker, 0) + len(lines)
-        for key, slot in last.items():
+        for (severity, marker), lines in state.marker_lines.items():
+            if lines:
+                counts = result.errors if severity == "error" else result.warnings
+                counts[marker] = len(lines)
+        for key, slot in state.last.items():
             if key == "exit_code":
                 result.exit_code = slot.value
             elif key == "loss":
-                result.loss = slot.value
+                result.loss = self._with_context(slot, state, carried)
             else:
                 result.gauges[key[1]] = slot.value
+        result.context = self._context_out(state, carried)
         return result
 
-    def _run(
-        self,
-        index: int,
-        chunk: bytes,
-        offset: int,
-        result: ScanResult,
-        last: dict[Any, _Last],
-        marker_lines: dict[tuple[str, str], set[int]],
-    ) -> None:
+    def _run(self, index: int, chunk: bytes, offset: int, state: _State) -> None:
         """One rule over one chunk: each matching line once.
 
         Lines are told apart by the offset of their end. Value rules only parse what they
         keep: the last usable value (per label set), walking back from the last match.
         """
         rule = self.rules[index]
+        result = state.result
         t0 = time.perf_counter()
         match = rule.regex._regexp.Match
         unless = rule.unless._regexp.Match if rule.unless is not None else None
@@ -141,7 +176,7 @@ class RuleSet:
         hits: list[tuple[int, Any]] = []
         lines: set[int] | None = None
         if rule.kind in {"error", "warning"}:
-            lines = marker_lines.setdefault((rule.kind, rule.marker), set())
+            lines = state.marker_lines.setdefault((rule.kind, rule.marker), set())
         pos = marked = 0
         while pos < size:
             spans = match(_UNANCHORED, chunk, pos, size)
@@ -160,7 +195,12 @@ class RuleSet:
             else:
                 hits.append((offset + line_end, spans))
         matches = len(hits) + marked
-        failures = self._take_values(rule, index, chunk, offset, hits, result, last) if hits else 0
+        failures = 0
+        if hits:
+            if rule.kind == "context":
+                self._take_context(index, chunk, hits, state)
+            else:
+                failures = self._take_values(rule, index, chunk, hits, state)
         if matches:
             result.rule_matches[rule.name] = result.rule_matches.get(rule.name, 0) + matches
         if failures:
@@ -170,22 +210,16 @@ class RuleSet:
         )
 
     def _take_values(
-        self,
-        rule: Rule,
-        index: int,
-        chunk: bytes,
-        offset: int,
-        hits: list[tuple[int, Any]],
-        result: ScanResult,
-        last: dict[Any, _Last],
+        self, rule: Rule, index: int, chunk: bytes, hits: list[tuple[int, Any]], state: _State
     ) -> int:
         """Values from the matching lines of one chunk; returns the unusable ones."""
         failures = 0
+        result = state.result
         if rule.kind == "counter":
             for _, spans in hits:
                 try:
                     labels = self._labels(rule, chunk, spans)
-                    value = _increment(chunk, spans, rule.group_value)
+                    value = _increment(rule, chunk, spans)
                 except ValueError:
                     failures += 1
                     continue
@@ -203,15 +237,26 @@ class RuleSet:
             except ValueError:
                 failures += 1
                 continue
-            _keep_last(last, slot, (line_end, -index), value)
+            _keep_last(state.last, slot, (line_end, -index), value)
             done.add(labels)
             if not rule.labels:
                 break
         return failures
 
+    def _take_context(
+        self, index: int, chunk: bytes, hits: list[tuple[int, Any]], state: _State
+    ) -> None:
+        rule = self.rules[index]
+        lines = state.contexts.setdefault(index, [])
+        for line_end, spans in hits:
+            step = _optional_number(chunk, spans, rule.group_step)
+            epoch = _optional_number(chunk, spans, rule.group_epoch)
+            if step is not None or epoch is not None:
+                lines.append((line_end, step, epoch))
+
     def _value(self, rule: Rule, chunk: bytes, spans: Any, labels: Labels) -> tuple[Any, Any]:
         """The slot a matching line fills and its value; ValueError when unusable."""
-        value = _number(chunk, spans[rule.group_value])
+        value = _value_of(rule, chunk, spans)
         if rule.kind == "exit_code":
             if not value.is_integer():
                 raise ValueError("exit code is not an integer")
@@ -231,6 +276,58 @@ class RuleSet:
             pairs.append((name, label_value(chunk[begin:end], self.label_value_max_length)))
         return tuple(sorted(pairs))
 
+    # --- context --------------------------------------------------------------------
+
+    def _with_context(self, slot: _Last, state: _State, carried: Context) -> Loss:
+        """The last loss, its missing step/epoch taken from the context lines before it."""
+        loss: Loss = slot.value
+        line_end, order = slot.at
+        feeders = self._feeders.get(-order)
+        if not feeders or (loss.step is not None and loss.epoch is not None):
+            return loss
+        step, epoch = loss.step, loss.epoch
+        if step is None:
+            step = self._context_value(feeders, 1, line_end, state, carried)
+        if epoch is None:
+            epoch = self._context_value(feeders, 2, line_end, state, carried)
+        return Loss(loss.value, step, epoch)
+
+    def _context_value(
+        self,
+        feeders: tuple[int, ...],
+        position: int,
+        line_end: int,
+        state: _State,
+        carried: Context,
+    ) -> float | None:
+        """The step (position 1) or epoch (2) of the last context line up to ``line_end``."""
+        best: tuple[int, float | None] = (-2, None)
+        for index in feeders:
+            lines = state.contexts.get(index, [])
+            at = bisect.bisect_right(lines, line_end, key=lambda hit: hit[0])
+            for hit in reversed(lines[:at]):
+                value = hit[position]
+                if value is not None:
+                    if hit[0] > best[0]:
+                        best = (hit[0], value)
+                    break
+            else:
+                handed = carried.get(self.rules[index].name)
+                if handed is not None and handed[position - 1] is not None and best[0] < -1:
+                    best = (-1, handed[position - 1])
+        return best[1]
+
+    def _context_out(self, state: _State, carried: Context) -> Context:
+        out: Context = dict(carried)
+        for index, lines in state.contexts.items():
+            name = self.rules[index].name
+            step, epoch = out.get(name, (None, None))
+            for _, line_step, line_epoch in lines:
+                step = line_step if line_step is not None else step
+                epoch = line_epoch if line_epoch is not None else epoch
+            out[name] = (step, epoch)
+        return out
+
     # --- examples -------------------------------------------------------------------
 
     def check_examples(self) -> list[str]:
@@ -247,9 +344,9 @@ class RuleSet:
         line = normalize(example.line.encode())
         if line.count(b"\n") > 1:
             return "an example is one line"
-        result = ScanResult()
-        last: dict[Any, _Last] = {}
-        self._run(index, line, 0, result, last, {})
+        state = _State(ScanResult())
+        self._run(index, line, 0, state)
+        result = state.result
         matched = result.rule_matches.get(rule.name, 0) > 0
         if not example.match:
             return "" if not matched else f"matched {example.line!r}, which it must not"
@@ -257,9 +354,9 @@ class RuleSet:
             return f"did not match {example.line!r}"
         if rule.kind in ("error", "warning"):
             return ""
-        if result.rule_failures:
+        if result.rule_failures or (rule.kind == "context" and not state.contexts):
             return "matched, but the value or a label was unusable"
-        got_value, got_step, got_epoch, got_labels = _observed(rule, result, last)
+        got_value, got_step, got_epoch, got_labels = _observed(rule, state)
         expected = [
             ("value", example.value, got_value),
             ("step", example.step, got_step),
@@ -273,19 +370,39 @@ class RuleSet:
         return ""
 
 
+def _carried(context: Mapping[str, Any] | None) -> Context:
+    """A context handed in (perhaps read back from a state file), checked."""
+    carried: Context = {}
+    for name, value in (context or {}).items():
+        if isinstance(value, tuple | list) and len(value) == 2:
+            step, epoch = (_float_or_none(v) for v in value)
+            carried[str(name)] = (step, epoch)
+    return carried
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
 def _observed(
-    rule: Rule, result: ScanResult, last: dict[Any, _Last]
+    rule: Rule, state: _State
 ) -> tuple[float | None, float | None, float | None, dict[str, str]]:
+    last = state.last
     if rule.kind == "exit_code":
         return last["exit_code"].value, None, None, {}
     if rule.kind == "loss":
         loss: Loss = last["loss"].value
         return loss.value, loss.step, loss.epoch, {}
+    if rule.kind == "context":
+        (_, step, epoch) = next(iter(state.contexts.values()))[-1]
+        return None, step, epoch, {}
     if rule.kind == "gauge":
         ((_, (metric, labels)), slot) = next(iter(last.items()))
         del metric
         return slot.value[0], None, None, dict(labels)
-    ((_, labels), (value, _rule)) = next(iter(result.counters.items()))
+    ((_, labels), (value, _rule)) = next(iter(state.result.counters.items()))
     return value, None, None, dict(labels)
 
 
@@ -310,11 +427,25 @@ def _number(chunk: bytes, span: tuple[int, int]) -> float:
     return parse_number(chunk[begin:end].decode("ascii", "replace"))
 
 
-def _increment(chunk: bytes, spans: Any, group: int | None) -> float:
+def _value_of(rule: Rule, chunk: bytes, spans: Any) -> float:
+    """The value a matching line gives: its value group, or the sum of its numbers."""
+    span = spans[rule.group_value]
+    if not rule.sum_value:
+        return _number(chunk, span)
+    begin, end = span
+    if begin < 0:
+        raise ValueError("value did not capture")
+    numbers = _NUMBERS.findall(chunk, begin, end)
+    if not numbers:
+        raise ValueError("no number to add up")
+    return math.fsum(parse_number(n.decode("ascii")) for n in numbers)
+
+
+def _increment(rule: Rule, chunk: bytes, spans: Any) -> float:
     """What one line adds to a counter: its value, or 1 without a value group."""
-    if group is None:
+    if rule.group_value is None:
         return 1.0
-    value = _number(chunk, spans[group])
+    value = _value_of(rule, chunk, spans)
     if value < 0 or math.isnan(value):
         raise ValueError("a counter cannot go down")
     return value

@@ -6,7 +6,7 @@ what it feeds, a ``pattern`` (RE2 syntax, run on one log line at a time, unancho
 
     rules:
       - name: cuda_oom
-        kind: error               # error | warning | exit_code | loss | gauge | counter
+        kind: error               # error | warning | exit_code | loss | gauge | counter | context
         marker: cuda_oom          # error/warning: the `marker` label (default: the name)
         pattern: 'CUDA out of memory|CUDA error: out of memory'
         unless: 'cudaErrorMemoryAllocation expected'   # optional: lines matching this don't count
@@ -27,11 +27,48 @@ what it feeds, a ``pattern`` (RE2 syntax, run on one log line at a time, unancho
             labels: {rank: '0'}
 
 Named groups: ``value`` (required for exit_code, loss and gauge; optional for counter),
-``step`` and ``epoch`` (loss), and the groups listed in ``labels``. ``{NUM}`` in a
-pattern stands for a number as training logs print it (``2.5e-3``, ``-0.07``, ``nan``,
+``step`` and ``epoch`` (loss, context), and the groups listed in ``labels``. ``{NUM}`` in
+a pattern stands for a number as training logs print it (``2.5e-3``, ``-0.07``, ``nan``,
 ``inf``...). Patterns run on RE2, a linear-time engine: no pattern can hang the
 exporter, and the constructs RE2 lacks (look-around, back-references) are refused at
-load with the reason; ``unless`` covers most needs for a negative look-ahead.
+load with RE2's reason; ``unless`` covers most needs for a negative look-ahead, and
+``(?:^|[^\\w])`` replaces a negative look-behind.
+
+Value rules (exit_code, loss, gauge) keep the value of the last matching line; when
+several loss rules match one line, the rule loaded first wins (files load in name order,
+rules in file order), so specific formats go before catch-alls.
+
+Two keys cover what one line cannot say by itself:
+
+``sum: true`` (loss, gauge, counter)
+    The ``value`` group spans several numbers and the value is their sum: ultralytics
+    prints no total loss, only one column per loss term::
+
+        - name: ultralytics
+          kind: loss
+          sum: true
+          pattern: '^\\s*(?P<epoch>\\d+)/\\d+\\s+[\\d.]+G\\s+(?P<value>(?:{NUM}\\s+)+)\\d+\\s+\\d+:'
+
+``kind: context`` with ``feeds:``
+    A line that only gives a ``step`` and/or ``epoch`` for the loss lines of the rules in
+    ``feeds`` that come after it and lack them: Keras prints ``Epoch 3/10`` on a line of its
+    own, then progress lines without an epoch. The last such line before the loss line
+    gives the value; ``ScanResult.context`` hands the last one of a block to the next
+    ``scan`` (``scan(block, context=...)``), so a header seen in an earlier poll still
+    counts::
+
+        - name: keras_epoch_header
+          kind: context
+          pattern: '^Epoch (?P<epoch>\\d+)/\\d+\\s*$'
+          feeds: [keras_progress, keras_epoch_end]
+          examples:
+            - line: 'Epoch 3/10'
+              epoch: 3
+
+Every problem is reported at load, each on one line naming the file, the rule and the key:
+YAML errors (with line and column), unknown keys, patterns RE2 refuses (with its reason),
+missing ``value`` groups, duplicate rule names across files, metrics that clash with the
+exporter's own or are fed with another kind or labels, ``feeds`` naming no loss rule.
 """
 
 from __future__ import annotations
@@ -41,18 +78,19 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, cast
 
 import re2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 NUM = r"[-+]?(?:nan|NaN|NAN|-?inf|inf|Inf|INF|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 """A number as training logs print it (LOG_FORMATS.md section 2)."""
 
 MAX_PATTERN_LENGTH = 4000
-KINDS = ("error", "warning", "exit_code", "loss", "gauge", "counter")
-Kind = Literal["error", "warning", "exit_code", "loss", "gauge", "counter"]
+KINDS = ("error", "warning", "exit_code", "loss", "gauge", "counter", "context")
+Kind = Literal["error", "warning", "exit_code", "loss", "gauge", "counter", "context"]
+VALUE_KINDS = frozenset({"exit_code", "loss", "gauge"})
+"""Kinds whose pattern must capture a ``value``."""
 
 RESERVED_LABELS = frozenset({"training_job_id", "task_id", "job", "instance", "le", "quantile"})
 """Label names a rule cannot take: the exporter's own, Prometheus' target labels, and
@@ -79,9 +117,10 @@ BUILTIN_METRICS = frozenset(
     }
 )
 
-_NAME = r"^[a-z][a-z0-9_]*$"
-_METRIC = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
-_LABEL = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+MAX_NAME_LENGTH = 100
 
 
 class RuleError(Exception):
@@ -93,39 +132,25 @@ class RuleError(Exception):
 
 
 # --- the file format ------------------------------------------------------------------
+#
+# Checked by hand rather than with a schema library: the checks are few, the messages
+# say what to write, and `analyze` starts without importing one (~0.2 s saved).
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExampleSpec(_Strict):
-    line: str
-    match: bool = True
-    value: float | None = None
-    step: float | None = None
-    epoch: float | None = None
-    labels: dict[str, str] | None = None
-
-
-class RuleSpec(_Strict):
-    name: Annotated[str, StringConstraints(pattern=_NAME, max_length=100)]
-    kind: Kind
-    pattern: Annotated[str, StringConstraints(min_length=1)]
-    marker: Annotated[str, StringConstraints(pattern=_NAME, max_length=100)] | None = None
-    unless: Annotated[str, StringConstraints(min_length=1)] | None = None
-    metric: Annotated[str, StringConstraints(pattern=_METRIC)] | None = None
-    help: str | None = None
-    labels: list[Annotated[str, StringConstraints(pattern=_LABEL)]] = Field(default_factory=list)
-    examples: list[ExampleSpec | str] = Field(default_factory=list)
-    description: str | None = None
-
-
-class RuleFileSpec(_Strict):
-    rules: list[RuleSpec]
-
-
-# --- compiled rules -------------------------------------------------------------------
+_RULE_KEYS = (
+    "name",
+    "kind",
+    "pattern",
+    "marker",
+    "unless",
+    "metric",
+    "help",
+    "labels",
+    "sum",
+    "feeds",
+    "examples",
+    "description",
+)
+_EXAMPLE_KEYS = ("line", "match", "value", "step", "epoch", "labels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +161,197 @@ class Example:
     step: float | None = None
     epoch: float | None = None
     labels: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One rule as written in its file, checked for shape (not yet compiled)."""
+
+    name: str
+    kind: Kind
+    pattern: str
+    marker: str | None = None
+    unless: str | None = None
+    metric: str | None = None
+    help: str | None = None
+    labels: tuple[str, ...] = ()
+    sum: bool = False
+    feeds: tuple[str, ...] = ()
+    examples: tuple[Example, ...] = ()
+    description: str | None = None
+
+
+class _Fields:
+    """Reads the keys of one YAML mapping, appending a problem for each bad one."""
+
+    def __init__(self, data: dict[Any, Any], where: str, problems: list[str]) -> None:
+        self.data = data
+        self.where = where
+        self.problems = problems
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{self.where}: {key}: {text}")
+
+    def unknown(self, known: Sequence[str]) -> None:
+        for key in self.data:
+            if key not in known:
+                self.problem(str(key), "unknown key (known: " + ", ".join(known) + ")")
+
+    def text(
+        self,
+        key: str,
+        *,
+        required: bool = False,
+        shape: re.Pattern[str] | None = None,
+        max_length: int | None = None,
+    ) -> str | None:
+        value = self.data.get(key)
+        if value is None:
+            if required:
+                self.problem(key, "missing")
+            return None
+        if not isinstance(value, str):
+            self.problem(key, "must be text")
+            return None
+        if required and not value:
+            self.problem(key, "must not be empty")
+            return None
+        if shape is not None and not shape.fullmatch(value):
+            self.problem(key, f"{value!r} must match {shape.pattern}")
+            return None
+        if max_length is not None and len(value) > max_length:
+            self.problem(key, f"longer than {max_length} characters")
+            return None
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            self.problem(key, "must be true or false")
+            return default
+        return value
+
+    def number(self, key: str) -> float | None:
+        value = self.data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.problem(key, "must be a number (.nan and .inf for NaN and infinity)")
+            return None
+        return float(value)
+
+    def names(self, key: str, shape: re.Pattern[str]) -> tuple[str, ...]:
+        value = self.data.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            self.problem(key, "must be a list")
+            return ()
+        names = []
+        for item in value:
+            if not isinstance(item, str) or not shape.fullmatch(item):
+                self.problem(key, f"{item!r} must match {shape.pattern}")
+            else:
+                names.append(item)
+        return tuple(names)
+
+
+def _parse_example(data: Any, where: str, problems: list[str]) -> Example | None:
+    if isinstance(data, str):
+        return Example(line=data)
+    if not isinstance(data, dict):
+        problems.append(f"{where}: an example is a line of text or a mapping with `line:`")
+        return None
+    before = len(problems)
+    fields = _Fields(data, where, problems)
+    fields.unknown(_EXAMPLE_KEYS)
+    line = fields.text("line", required=True)
+    labels = data.get("labels")
+    if labels is not None and not (
+        isinstance(labels, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    ):
+        fields.problem("labels", "must map label names to quoted text values")
+    example = Example(
+        line=line or "",
+        match=fields.flag("match", True),
+        value=fields.number("value"),
+        step=fields.number("step"),
+        epoch=fields.number("epoch"),
+        labels=labels,
+    )
+    return example if len(problems) == before else None
+
+
+def _parse_rule(data: Any, where: str, problems: list[str]) -> RuleSpec | None:
+    if not isinstance(data, dict):
+        problems.append(f"{where}: a rule is a mapping (name, kind, pattern, ...)")
+        return None
+    if isinstance(data.get("name"), str):
+        where += f" ({data['name']})"
+    before = len(problems)
+    fields = _Fields(data, where, problems)
+    fields.unknown(_RULE_KEYS)
+    name = fields.text("name", required=True, shape=_NAME, max_length=MAX_NAME_LENGTH)
+    kind = fields.text("kind", required=True)
+    if kind is not None and kind not in KINDS:
+        fields.problem("kind", f"{kind!r} must be one of " + ", ".join(KINDS))
+    pattern = fields.text("pattern", required=True)
+    marker = fields.text("marker", shape=_NAME, max_length=MAX_NAME_LENGTH)
+    unless = fields.text("unless")
+    if unless == "":
+        fields.problem("unless", "must not be empty")
+    metric = fields.text("metric", shape=_METRIC)
+    help_text = fields.text("help")
+    description = fields.text("description")
+    labels = fields.names("labels", _LABEL)
+    feeds = fields.names("feeds", _NAME)
+    sum_value = fields.flag("sum", False)
+    examples: list[Example] = []
+    raw_examples = data.get("examples", [])
+    if not isinstance(raw_examples, list):
+        fields.problem("examples", "must be a list")
+        raw_examples = []
+    for number, raw in enumerate(raw_examples):
+        example = _parse_example(raw, f"{where}: examples[{number}]", problems)
+        if example is not None:
+            examples.append(example)
+    if len(problems) > before or name is None or kind is None or pattern is None:
+        return None
+    return RuleSpec(
+        name=name,
+        kind=cast(Kind, kind),
+        pattern=pattern,
+        marker=marker,
+        unless=unless,
+        metric=metric,
+        help=help_text,
+        labels=labels,
+        sum=sum_value,
+        feeds=feeds,
+        examples=tuple(examples),
+        description=description,
+    )
+
+
+def parse_rule_file(data: Any, path: str, problems: list[str]) -> list[tuple[str, RuleSpec]]:
+    """The rules of one loaded YAML document, each with where it is defined."""
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        problems.append(f"{path}: rules: missing; a rule file is `rules:` with a list of rules")
+        return []
+    for key in data:
+        if key != "rules":
+            problems.append(f"{path}: {key}: unknown key (a rule file has only `rules:`)")
+    specs = []
+    for index, raw in enumerate(data["rules"]):
+        source = f"{path}: rules[{index}]"
+        spec = _parse_rule(raw, source, problems)
+        if spec is not None:
+            specs.append((source, spec))
+    return specs
+
+
+# --- compiled rules -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +374,10 @@ class Rule:
     group_step: int | None = None
     group_epoch: int | None = None
     group_labels: tuple[int, ...] = ()
+    sum_value: bool = False
+    """The value group spans several numbers; the value is their sum."""
+    feeds: tuple[str, ...] = ()
+    """Context rules: the loss rules whose lines take this rule's step/epoch."""
     examples: tuple[Example, ...] = field(default=())
 
 
@@ -170,12 +390,11 @@ def re2_options() -> Any:
 
 
 _UNSUPPORTED = (
-    (re.compile(r"\(\?<[=!]"), "look-behind"),
-    (re.compile(r"\(\?[=!]"), "look-ahead"),
-    (re.compile(r"\\[1-9]"), "back-references"),
-    (re.compile(r"\(\?P=\w+\)"), "back-references"),
-    (re.compile(r"\(\?>"), "atomic groups"),
-    (re.compile(r"[*+?}][+]"), "possessive quantifiers"),
+    (re.compile(r"\(\?<[=!]"), "a look-behind", "write (?:^|[^...]) for a negative one"),
+    (re.compile(r"\(\?[=!]"), "a look-ahead", "use `unless:` for a negative one"),
+    (re.compile(r"\\[1-9]|\(\?P=\w+\)"), "a back-reference", "repeat the group's pattern"),
+    (re.compile(r"\(\?>"), "an atomic group", "drop it: RE2 never backtracks"),
+    (re.compile(r"[*+?}]\+"), "a possessive quantifier", "drop the +: RE2 never backtracks"),
 )
 
 
@@ -183,19 +402,20 @@ def compile_pattern(pattern: str) -> tuple[Any, str | None]:
     """Compile an (already expanded) pattern with RE2; (regex, None) or (None, reason)."""
     if len(pattern) > MAX_PATTERN_LENGTH:
         return None, f"longer than {MAX_PATTERN_LENGTH} characters"
-    for construct, what in _UNSUPPORTED:
-        if construct.search(pattern):
-            return None, (
-                f"uses {what}, which RE2 (the linear-time engine that keeps rules from "
-                "hanging the exporter) does not support; use a character class or `unless:`"
-            )
     try:
         return re2.compile("(?m)" + pattern, re2_options()), None
     except re2.error as exc:
         detail = exc.args[0] if exc.args else b""
         if isinstance(detail, bytes):
             detail = detail.decode("utf-8", "replace")
-        return None, f"invalid pattern: {detail or 'rejected by RE2'}"
+        reason = f"RE2 refuses it: {detail or 'invalid pattern'}"
+    for construct, what, hint in _UNSUPPORTED:
+        if construct.search(pattern):
+            return None, (
+                f"{reason} ({what}, which RE2, the linear-time engine that keeps rules from "
+                f"hanging the exporter, does not support; {hint})"
+            )
+    return None, reason
 
 
 def expand(pattern: str) -> str:
@@ -234,22 +454,36 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
                 problems.append(f"{where}: labels: {label} is reserved")
     elif spec.metric or spec.labels:
         problems.append(f"{where}: metric/labels are for gauge and counter rules")
+    if spec.sum and spec.kind not in ("loss", "gauge", "counter"):
+        problems.append(f"{where}: sum: only loss, gauge and counter rules add up a value")
+    if spec.kind == "context" and not spec.feeds:
+        problems.append(f"{where}: feeds: a context rule names the loss rules it feeds")
+    elif spec.kind != "context" and spec.feeds:
+        problems.append(f"{where}: feeds: only context rules feed other rules")
     if regex is None:
         return None
     groups: dict[str, int] = regex.groupindex
-    if spec.kind in ("exit_code", "loss", "gauge") and "value" not in groups:
+    if spec.kind in VALUE_KINDS and "value" not in groups:
         problems.append(
             f"{where}: pattern: needs a (?P<value>...) group, which a {spec.kind} rule "
             "takes its value from"
         )
+    if spec.sum and "value" not in groups:
+        problems.append(f"{where}: sum: needs a (?P<value>...) group to add up")
+    if spec.kind == "context":
+        if "value" in groups:
+            problems.append(f"{where}: pattern: a context rule gives a step or epoch, no value")
+        if "step" not in groups and "epoch" not in groups:
+            problems.append(
+                f"{where}: pattern: needs a (?P<step>...) or (?P<epoch>...) group, which a "
+                "context rule gives to the loss lines after it"
+            )
     for label in spec.labels:
         if label not in groups:
             problems.append(f"{where}: labels: no (?P<{label}>...) group in the pattern")
     if len(problems) > before:
         return None
-    examples = tuple(
-        Example(line=e) if isinstance(e, str) else Example(**e.model_dump()) for e in spec.examples
-    )
+    takes_position = spec.kind in ("loss", "context")
     return Rule(
         name=spec.name,
         kind=spec.kind,
@@ -262,37 +496,25 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
         if spec.kind == "counter"
         else spec.metric or "",
         help=spec.help or "",
-        labels=tuple(spec.labels),
-        group_value=_group_index(regex, "value"),
-        group_step=_group_index(regex, "step") if spec.kind == "loss" else None,
-        group_epoch=_group_index(regex, "epoch") if spec.kind == "loss" else None,
+        labels=spec.labels,
+        group_value=_group_index(regex, "value") if spec.kind != "context" else None,
+        group_step=_group_index(regex, "step") if takes_position else None,
+        group_epoch=_group_index(regex, "epoch") if takes_position else None,
         group_labels=tuple(groups[label] for label in spec.labels),
-        examples=examples,
+        sum_value=spec.sum,
+        feeds=spec.feeds,
+        examples=spec.examples,
     )
 
 
-def _format_validation(path: str, exc: ValidationError, data: Any) -> list[str]:
-    lines = []
-    for error in exc.errors(include_input=False, include_url=False):
-        loc = list(error["loc"])
-        where = path
-        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-            where += f": rules[{loc[1]}]"
-            try:
-                name = data["rules"][loc[1]]["name"]
-                where += f" ({name})"
-            except (KeyError, IndexError, TypeError):
-                pass
-            loc = loc[2:]
-        key = ".".join(str(part) for part in loc if not str(part).startswith("function-"))
-        # A union (example given as text or as a mapping) reports each alternative.
-        key = key.replace("str.", "").replace("ExampleSpec.", "")
-        lines.append(f"{where}: {key}: {error['msg']}" if key else f"{where}: {error['msg']}")
-    return sorted(set(lines))
+def load_rule_file(
+    path: Path, problems: list[str], declared: dict[str, str] | None = None
+) -> list[Rule]:
+    """The rules of one file; problems are appended, never raised.
 
-
-def load_rule_file(path: Path, problems: list[str]) -> list[Rule]:
-    """The rules of one file; problems are appended, never raised."""
+    ``declared`` collects the name and kind of every rule the file declares, those that
+    fail their checks included.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -308,14 +530,11 @@ def load_rule_file(path: Path, problems: list[str]) -> list[Rule]:
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problems.append(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}")
         return []
-    try:
-        spec = RuleFileSpec.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_format_validation(str(path), exc, data))
-        return []
     rules = []
-    for index, rule_spec in enumerate(spec.rules):
-        rule = _compile_rule(rule_spec, f"{path}: rules[{index}]", problems)
+    for source, spec in parse_rule_file(data, str(path), problems):
+        if declared is not None:
+            declared.setdefault(spec.name, spec.kind)
+        rule = _compile_rule(spec, source, problems)
         if rule is not None:
             rules.append(rule)
     return rules
@@ -358,11 +577,21 @@ def load_rules(paths: Iterable[Path | str] = (), *, include_default: bool = True
     sources = ([default_rules_dir()] if include_default else []) + [Path(p) for p in paths]
     files, problems = rule_files(sources)
     rules: list[Rule] = []
+    declared: dict[str, str] = {}
     for path in files:
-        rules.extend(load_rule_file(path, problems))
+        rules.extend(load_rule_file(path, problems, declared))
     seen: dict[str, Rule] = {}
     metric_shapes: dict[str, tuple[str, tuple[str, ...], str]] = {}
     for rule in rules:
+        for fed in rule.feeds:
+            kind = declared.get(fed)
+            if kind != "loss":
+                article = "an" if kind and kind[0] in "aeiou" else "a"
+                what = "no rule" if kind is None else f"{article} {kind} rule"
+                problems.append(
+                    f"{rule.source} ({rule.name}): feeds: {fed} is {what}; a context rule "
+                    "feeds loss rules"
+                )
         if rule.name in seen:
             problems.append(
                 f"{rule.source} ({rule.name}): name: also defined at {seen[rule.name].source}"
