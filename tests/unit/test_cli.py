@@ -150,3 +150,4 @@ def test_shard_flag_is_checked(
         capsys, "serve", "--config.file", str(config), "--shard", "2/3", "--config.check"
     )
     assert code == 0
+    assert out.startswith(str(config))
