@@ -770,9 +770,10 @@ def table(results: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str]]
         row("  new bytes per cycle (median)", f"{fmt(median(st['new_bytes']), 0)} B")
         row(f"  exporter CPU per cycle {when}", seconds(median(st["exporter_cpu_per_cycle"]), 2))
         row(f"  simulator CPU per cycle {when}", seconds(median(st["simulator_cpu_per_cycle"]), 2))
+        others = median(st["other_processes_cpu_per_cycle"])
         row(
             "  other processes' CPU per cycle",
-            seconds(median(st["other_processes_cpu_per_cycle"]), 2),
+            seconds(None if others is None else max(0, others), 2),
         )
 
     def memory_rows(m: dict[str, int], goal: float) -> None:
@@ -850,6 +851,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", choices=["1", "2", "all"], default="all")
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run")
     parser.add_argument("--json", metavar="PATH", help="also write the raw figures here")
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="collect.concurrency (default: 8)"
+    )
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -862,8 +866,11 @@ def main(argv: list[str] | None = None) -> int:
         s2 = Sizes(500, 2, 1_000_000, 2_000, interval=10, steady_cycles=2, timeout=120)
         s2.scrape_period, s2.after_timeout = 5.0, 75.0
 
-    # SIGTERM behaves like Ctrl-C: the finally blocks stop the children.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    s1.concurrency = s2.concurrency = args.concurrency
+    # Ctrl-C (even where SIGINT was ignored, as in a background job) and SIGTERM raise
+    # KeyboardInterrupt: the finally blocks stop the children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"modelarts-exporter scale benchmark on {os.cpu_count()} CPUs ({' '.join(command())})")
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
