@@ -29,6 +29,9 @@ from exporter.rules.normalize import normalize
 _UNANCHORED = re2._Anchor.UNANCHORED
 
 CHUNK_BYTES = 64 * 1024
+
+_BACKWARD_BYTES = 4096
+"""How much a last-value rule reads first, from the end of a chunk (then 4x more)."""
 """Roughly how much text one set match covers."""
 
 SET_MAX_MEM = 64 << 20
@@ -117,6 +120,12 @@ class RuleSet:
                     feeders.setdefault(index[name], []).append(i)
         self._feeders = {loss: tuple(contexts) for loss, contexts in feeders.items()}
         """Loss rule index -> the context rules that feed it."""
+        self._last_only = frozenset(
+            i
+            for i, rule in enumerate(self.rules)
+            if rule.kind in ("exit_code", "loss") or (rule.kind == "gauge" and not rule.labels)
+        )
+        """Rules that keep only the last value: they read backwards from the end."""
 
     def scan(self, block: bytes, *, context: Mapping[str, Any] | None = None) -> ScanResult:
         """Run every rule over the lines of ``block`` (raw log bytes).
@@ -131,6 +140,7 @@ class RuleSet:
         data = normalize(block)
         state = _State(result)
         size = len(data)
+        chunks: list[tuple[int, bytes, frozenset[int]]] = []
         start = 0
         while start < size:
             end = (
@@ -142,11 +152,16 @@ class RuleSet:
                 end = data.find(b"\n", start + CHUNK_BYTES) + 1 or size
             chunk = data[start:end]
             t0 = time.perf_counter()
-            hits = self._set.Match(chunk) or ()
+            hits = frozenset(self._set.Match(chunk) or ())
             result.prefilter_seconds += time.perf_counter() - t0
-            for index in sorted(hits):
+            chunks.append((start, chunk, hits))
+            for index in sorted(hits - self._last_only):
                 self._run(index, chunk, start, state)
             start = end
+        for index in sorted(self._last_only):
+            for offset, chunk, hits in reversed(chunks):
+                if index in hits and self._run_last(index, chunk, offset, state):
+                    break
         for (severity, marker), lines in state.marker_lines.items():
             if lines:
                 counts = result.errors if severity == "error" else result.warnings
@@ -208,6 +223,58 @@ class RuleSet:
         result.rule_seconds[rule.name] = (
             result.rule_seconds.get(rule.name, 0.0) + time.perf_counter() - t0
         )
+
+    def _run_last(self, index: int, chunk: bytes, offset: int, state: _State) -> bool:
+        """A last-value rule over one chunk, from its end backwards: the latest matching
+        line with a usable value wins, and the lines before it are never read.
+
+        Returns whether a value was found. Only the lines read count as matches.
+        """
+        rule = self.rules[index]
+        result = state.result
+        t0 = time.perf_counter()
+        match = rule.regex._regexp.Match
+        unless = rule.unless._regexp.Match if rule.unless is not None else None
+        hi = len(chunk)
+        span = _BACKWARD_BYTES
+        matches = failures = 0
+        found = False
+        while hi > 0 and not found:
+            lo = 0 if hi <= span else chunk.rfind(b"\n", 0, hi - span) + 1
+            hits: list[tuple[int, Any]] = []
+            pos = lo
+            while pos < hi:
+                spans = match(_UNANCHORED, chunk, pos, hi)
+                begin = spans[0][0]
+                if begin < 0:
+                    break
+                line_end = chunk.find(b"\n", begin)
+                pos = line_end + 1
+                if unless is not None:
+                    line_start = chunk.rfind(b"\n", 0, begin) + 1
+                    if unless(_UNANCHORED, chunk, line_start, line_end)[0][0] >= 0:
+                        continue
+                hits.append((line_end, spans))
+            for line_end, spans in reversed(hits):
+                matches += 1
+                try:
+                    slot, value = self._value(rule, chunk, spans, ())
+                except ValueError:
+                    failures += 1
+                    continue
+                _keep_last(state.last, slot, (offset + line_end, -index), value)
+                found = True
+                break
+            hi = lo
+            span *= 4
+        if matches:
+            result.rule_matches[rule.name] = result.rule_matches.get(rule.name, 0) + matches
+        if failures:
+            result.rule_failures[rule.name] = result.rule_failures.get(rule.name, 0) + failures
+        result.rule_seconds[rule.name] = (
+            result.rule_seconds.get(rule.name, 0.0) + time.perf_counter() - t0
+        )
+        return found
 
     def _take_values(
         self, rule: Rule, index: int, chunk: bytes, hits: list[tuple[int, Any]], state: _State
