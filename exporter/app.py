@@ -107,7 +107,7 @@ class Exporter:
             ),
             clock=clock,
         )
-        self.registry.register(StoreCollector(self.store.snapshot, rules))
+        self.collector = StoreCollector(self.store.snapshot, rules)
 
         web: WebConfig | None = None
         web_file = web_config_file or config.web.config_file
@@ -116,6 +116,7 @@ class Exporter:
         self.http = HTTPServer(
             make_app(
                 self.registry,
+                self.collector.render,
                 ready=self.poller.ready.is_set,
                 check_auth=web.check_basic_auth if web and web.basic_auth_users else None,
                 headers=web.headers.items() if web else (),

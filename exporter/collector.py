@@ -1,7 +1,12 @@
-"""A prometheus_client Collector that builds fresh metric families on every scrape.
+"""The collector: fresh metric families from the store, built at every scrape.
 
-It reads a snapshot of the store (memory only: a scrape never waits on ModelArts) and
-turns ``families.build_families`` into prometheus_client families. Sample output::
+It reads a snapshot of the store (memory only: a scrape never waits on ModelArts), builds
+``families.build_families`` and renders them. prometheus_client serves the exporter's own
+metrics and picks the format (text or OpenMetrics, by content negotiation); the store's
+families are rendered by ``families.render``, which writes exactly what
+prometheus_client's exposition would (a test compares them) at about three times its
+speed: with hundreds of tasks, tens of thousands of series go out on every scrape.
+Sample output::
 
     # HELP modelarts_task_exit_code The last exit code printed in the log.
     # TYPE modelarts_task_exit_code gauge
@@ -12,42 +17,19 @@ turns ``families.build_families`` into prometheus_client families. Sample output
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-
-from exporter.families import Family, build_families
+from exporter.families import build_families, render
 from exporter.rules.model import Rule
 from exporter.store import Snapshot
 
 
-def to_metric(family: Family) -> Metric:
-    metric: CounterMetricFamily | GaugeMetricFamily
-    if family.type == "counter":
-        metric = CounterMetricFamily(family.name, family.help, labels=family.labels)
-    else:
-        metric = GaugeMetricFamily(family.name, family.help, labels=family.labels)
-    for values, value in family.samples:
-        metric.add_metric(list(values), value)
-    return metric
-
-
-class StoreCollector(Collector):
-    """Exposes the store's jobs and tasks; ``snapshot`` is called once per scrape."""
+class StoreCollector:
+    """Every job's and task's metrics; ``snapshot`` is called once per scrape."""
 
     def __init__(self, snapshot: Callable[[], Snapshot], rules: Sequence[Rule]) -> None:
         self._snapshot = snapshot
         self._rules = tuple(rules)
 
-    def collect(self) -> Iterator[Metric]:
-        for family in build_families(self._snapshot(), self._rules):
-            yield to_metric(family)
-
-    def describe(self) -> Iterator[Metric]:
-        # Nothing up front: the families depend on the jobs found at scrape time.
-        return iter(())
+    def render(self, *, openmetrics: bool = False) -> str:
+        return render(build_families(self._snapshot(), self._rules), openmetrics=openmetrics)

@@ -199,11 +199,12 @@ def _custom_families(rules: Sequence[Rule]) -> dict[str, Family]:
     return families
 
 
-# --- text exposition ----------------------------------------------------------------------
+# --- exposition ------------------------------------------------------------------------
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", r"\\").replace("\n", r"\n")
+def _escape_help(text: str, openmetrics: bool) -> str:
+    text = text.replace("\\", r"\\").replace("\n", r"\n")
+    return text.replace('"', r"\"") if openmetrics else text
 
 
 def _escape_label(text: str) -> str:
@@ -219,21 +220,32 @@ def format_value(value: float) -> str:
     return repr(float(value))
 
 
-def render_text(families: Iterable[Family]) -> str:
-    """The Prometheus text format (0.0.4), as prometheus_client's generate_latest writes it."""
+def render(families: Iterable[Family], *, openmetrics: bool = False) -> str:
+    """The families in the Prometheus text format (0.0.4) or in OpenMetrics (without the
+    final ``# EOF``), byte for byte as prometheus_client writes them, only faster: at
+    hundreds of tasks the scrape is dominated by this."""
     out: list[str] = []
     for family in families:
         name = family.name
         sample_name = name + "_total" if family.type == "counter" else name
-        out.append(f"# HELP {sample_name} {_escape_help(family.help)}\n")
-        out.append(f"# TYPE {sample_name} {family.type}\n")
-        for values, value in family.samples:
-            if family.labels:
+        header_name = name if openmetrics else sample_name
+        out.append(f"# HELP {header_name} {_escape_help(family.help, openmetrics)}\n")
+        out.append(f"# TYPE {header_name} {family.type}\n")
+        if family.labels:
+            order = sorted(range(len(family.labels)), key=family.labels.__getitem__)
+            names = [family.labels[i] for i in order]
+            for values, value in family.samples:
                 pairs = ",".join(
-                    f'{label}="{_escape_label(v)}"'
-                    for label, v in sorted(zip(family.labels, values, strict=True))
+                    f'{label}="{_escape_label(values[i])}"'
+                    for label, i in zip(names, order, strict=True)
                 )
                 out.append(f"{sample_name}{{{pairs}}} {format_value(value)}\n")
-            else:
+        else:
+            for _, value in family.samples:
                 out.append(f"{sample_name} {format_value(value)}\n")
     return "".join(out)
+
+
+def render_text(families: Iterable[Family]) -> str:
+    """The Prometheus text format (0.0.4), for ``analyze``."""
+    return render(families)

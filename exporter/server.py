@@ -7,6 +7,7 @@ from an exporter-toolkit web config file (``--web.config.file``).
 
 from __future__ import annotations
 
+import gzip
 import html
 import logging
 import socket
@@ -17,7 +18,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
 
@@ -40,15 +42,35 @@ _LANDING = """<!doctype html>
 """
 
 
+_EOF = b"# EOF\n"
+
+
+def metrics_body(
+    registry: CollectorRegistry, store: Callable[..., str], accept: str | None
+) -> tuple[bytes, str]:
+    """/metrics: the registry (the exporter's own metrics) and the store's families, in
+    the format the client asked for; (body, content type)."""
+    encoder, content_type = choose_encoder(accept or "")
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    body = encoder(registry)
+    if openmetrics:
+        body = body.removesuffix(_EOF)
+    body += store(openmetrics=openmetrics).encode()
+    if openmetrics:
+        body += _EOF
+    return body, content_type
+
+
 def make_app(
     registry: CollectorRegistry,
+    store: Callable[..., str],
     *,
     ready: Callable[[], bool],
     check_auth: Callable[[str | None], bool] | None = None,
     headers: Iterable[tuple[str, str]] = (),
 ) -> WSGIApp:
-    """The exporter's WSGI app. ``check_auth`` gets the Authorization header."""
-    metrics = make_wsgi_app(registry)
+    """The exporter's WSGI app. ``store(openmetrics=...)`` renders the jobs' and tasks'
+    metrics; ``check_auth`` gets the Authorization header."""
     extra = list(headers)
     landing = _LANDING.format(version=html.escape(__version__)).encode()
 
@@ -67,14 +89,13 @@ def make_app(
             return [b"Unauthorized\n"]
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-
-            def start_with_headers(
-                status: str, response_headers: list[tuple[str, str]], *a: Any
-            ) -> Any:
-                return start_response(status, [*response_headers, *extra], *a)
-
-            body: Iterable[bytes] = metrics(environ, start_with_headers)
-            return body
+            body, content_type = metrics_body(registry, store, environ.get("HTTP_ACCEPT"))
+            response_headers = [("Content-Type", content_type), *extra]
+            if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+                body = gzip.compress(body, compresslevel=5)
+                response_headers.append(("Content-Encoding", "gzip"))
+            start_response("200 OK", response_headers)
+            return [body]
         if path == "/":
             return respond("200 OK", landing, "text/html; charset=utf-8")
         if path == "/-/healthy":

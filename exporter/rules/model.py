@@ -96,6 +96,9 @@ RESERVED_LABELS = frozenset({"training_job_id", "task_id", "job", "instance", "l
 """Label names a rule cannot take: the exporter's own, Prometheus' target labels, and
 the histogram/summary ones."""
 
+RESERVED_PREFIXES = ("modelarts_exporter_", "process_", "python_")
+"""Names of the exporter's own metrics and prometheus_client's process metrics."""
+
 BUILTIN_METRICS = frozenset(
     {
         "modelarts_task_log_size_bytes",
@@ -447,7 +450,9 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
     if spec.kind in ("gauge", "counter"):
         if not spec.metric:
             problems.append(f"{where}: metric: a {spec.kind} rule names the metric it feeds")
-        elif spec.metric.removesuffix("_total") in BUILTIN_METRICS:
+        elif spec.metric.removesuffix("_total") in BUILTIN_METRICS or spec.metric.startswith(
+            RESERVED_PREFIXES
+        ):
             problems.append(f"{where}: metric: {spec.metric} is one of the exporter's own")
         for label in spec.labels:
             if label in RESERVED_LABELS or label.startswith("__"):

@@ -5,15 +5,18 @@ from __future__ import annotations
 import gzip
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.registry import Collector
 
 from exporter.collector import StoreCollector
-from exporter.families import build_families, render_text
+from exporter.families import Family, build_families, render, render_text
 from exporter.rules import load_rules
 from exporter.rules.model import Rule, compile_pattern
 from exporter.server import make_app, parse_listen_address
@@ -53,12 +56,30 @@ def _snapshot() -> Snapshot:
     return Snapshot({"job-1": JOB}, {("job-1", "worker-0"): task})
 
 
-def test_text_renderer_matches_prometheus_client() -> None:
+class _AsPrometheusClient(Collector):
+    """The same families through prometheus_client's own metric families."""
+
+    def __init__(self, families: list[Family]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
+            metric = kind(family.name, family.help, labels=family.labels)
+            for values, value in family.samples:
+                metric.add_metric(list(values), value)
+            yield metric
+
+
+def test_renderer_writes_what_prometheus_client_writes() -> None:
     rules = [*load_rules(), _custom_rule()]
     families = build_families(_snapshot(), rules)
     registry = CollectorRegistry()
-    registry.register(StoreCollector(_snapshot, rules))
+    registry.register(_AsPrometheusClient(families))
     assert render_text(families) == generate_latest(registry).decode()
+    openmetrics = openmetrics_latest(registry).decode()
+    assert render(families, openmetrics=True) + "# EOF\n" == openmetrics
+    assert StoreCollector(_snapshot, rules).render(openmetrics=True) + "# EOF\n" == openmetrics
 
 
 def test_families_carry_the_contract() -> None:
@@ -99,14 +120,15 @@ def _call(
 
 @pytest.fixture
 def registry() -> CollectorRegistry:
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(_snapshot, load_rules()))
-    return registry
+    return CollectorRegistry()
+
+
+STORE = StoreCollector(_snapshot, load_rules()).render
 
 
 def test_http_endpoints(registry: CollectorRegistry) -> None:
     ready = [False]
-    app = make_app(registry, ready=lambda: ready[0], headers=[("X-Frame-Options", "deny")])
+    app = make_app(registry, STORE, ready=lambda: ready[0], headers=[("X-Frame-Options", "deny")])
     status, headers, body = _call(app, "/")
     assert status.startswith("200")
     assert b'href="/metrics"' in body
@@ -128,7 +150,9 @@ def test_http_endpoints(registry: CollectorRegistry) -> None:
 
 
 def test_basic_auth_guards_everything(registry: CollectorRegistry) -> None:
-    app = make_app(registry, ready=lambda: True, check_auth=lambda header: header == "Basic ok")
+    app = make_app(
+        registry, STORE, ready=lambda: True, check_auth=lambda header: header == "Basic ok"
+    )
     status, headers, _ = _call(app, "/metrics")
     assert status.startswith("401")
     assert headers["WWW-Authenticate"].startswith("Basic")
