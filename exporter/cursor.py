@@ -290,9 +290,10 @@ def advance(
     cursor = _take_lines(win, begin, final=final, max_line_bytes=max_line_bytes, take=take)
     if final:
         new_offset, slack = full_size, 0
-    elif found.resynced:
-        # Offsets after a shift are estimates: keep accounting against the old cursor.
-        new_offset, slack = state.offset + win.log_len(idx, cursor), state.slack
+    elif win.replaced or found.resynced:
+        # Invalid UTF-8 makes positions counted from the window's start estimates; the
+        # log's end is exact, and only the unfinished line lies between it and the cursor.
+        new_offset, slack = _from_end(win, cursor), 0
     else:
         # The head drop decides where the window sits; the cursor cannot have moved back.
         at_cursor = win.log_len(0, cursor)
@@ -302,12 +303,12 @@ def advance(
     if not win.replaced and not found.resynced:
         skipped = max(0, new_offset - state.offset - take.processed)
     else:
-        # Invalid UTF-8 makes log offsets estimates (a replacement character stands for 1
-        # to 3 log bytes): only the rest of a line being skipped counts as skipped, and
-        # the final poll settles the processed bytes against the log's exact size.
+        # Invalid UTF-8 makes positions in the window estimates (a replacement character
+        # stands for 1 to 3 log bytes): the offsets, counted from the log's end, are what
+        # the processed bytes follow; only the rest of a line being skipped is skipped.
         skipped = win.log_len(idx, begin) if state.discard else 0
-        if final:
-            processed = max(0, full_size - state.offset - skipped)
+        if take.processed or final:
+            processed = max(0, new_offset - state.offset - skipped)
     changed = processed or skipped or final or full_size != state.full_size
     return Advance(
         state=CursorState(
@@ -407,19 +408,30 @@ def _wide_search(state: CursorState, win: _Window) -> _Found | None:
     """Find the signature near where it should be, when invalid UTF-8 moved it.
 
     A server that drops invalid bytes shortens the content; a replacement character may
-    stand for 1 to 3 log bytes (a literal U+FFFD in the log is 3). Either shifts every
-    position after it by a little; the wider search tolerates that. Only used when the
-    window shows replacements or its size does not add up, so valid logs keep the exact
-    check.
+    stand for 1 to 3 log bytes (a literal U+FFFD in the log is 3). Either shifts the
+    positions counted from the window's start. Counted from the log's end (exact), the
+    cursor is only the new bytes away, and only replacements among those shift it: the
+    search looks there, within that uncertainty, and takes the closest match, so content
+    that repeats is not mistaken for an earlier copy of itself. Only used when the window
+    shows replacements or its size does not add up; valid logs keep the exact check.
     """
     if not win.replaced and 0 <= win.missing <= 2 * _MAX_EDGE_DROP:
         return None
     signature = state.tail + state.pending
     if len(signature) < 16:
         return None
-    expected = win.index(state.offset - win.start) - len(state.tail)
-    replaced = win.cb.count(_REPLACEMENT) if win.replaced else 0
-    spread = abs(win.missing) + 2 * replaced + 2 * _MAX_EDGE_DROP
+    after = win.full_size - state.offset  # log bytes from the cursor to the end
+    cursor = len(win.cb) - after
+    replaced = 0
+    if win.replaced:
+        for _ in range(3):  # each replacement after the cursor takes 2 more content bytes
+            replaced = win.cb.count(_REPLACEMENT, max(0, cursor), len(win.cb))
+            cursor = len(win.cb) - after - 2 * replaced
+        spread = 2 * replaced + 2 * _MAX_EDGE_DROP
+    else:
+        cursor = win.index(state.offset - win.start)
+        spread = abs(win.missing) + 2 * _MAX_EDGE_DROP
+    expected = cursor - len(state.tail)
     lo = max(0, expected - spread)
     hi = min(len(win.cb), expected + spread + len(signature))
     best = at = win.cb.find(signature, lo, hi)
@@ -430,6 +442,12 @@ def _wide_search(state: CursorState, win: _Window) -> _Found | None:
             best = at
         at = win.cb.find(signature, at + 1, hi)
     return _Found(best + len(state.tail), [0], resynced=True)
+
+
+def _from_end(win: _Window, cursor: int) -> int:
+    """The cursor's log offset counted back from the log's end (exact, unless the
+    unfinished line itself holds invalid UTF-8)."""
+    return max(0, win.full_size - win.log_len(cursor, len(win.cb)))
 
 
 def _restart(
@@ -457,6 +475,8 @@ def _restart(
     cursor = _take_lines(win, begin, final=final, max_line_bytes=max_line_bytes, take=take)
     if final:
         new_offset, slack = win.full_size, 0
+    elif win.replaced:
+        new_offset, slack = _from_end(win, cursor), 0
     else:
         new_offset, slack = win.start + win.log_len(0, cursor), win.head_drop
     # A gap continues the same log; the first poll and a reset count from its start.

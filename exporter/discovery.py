@@ -79,6 +79,7 @@ class Discovery:
         self._on_failure = on_failure
         self._name = re.compile(settings.name_regex) if settings.name_regex else None
         self._refreshed = False
+        self._failing = False
 
     def selected(self, job_id: str, name: str) -> bool:
         settings = self._settings
@@ -113,6 +114,9 @@ class Discovery:
                 if job_id not in known and self.selected(job_id, ""):
                     ok = self._check(job_id, known, now) and ok
         self._refreshed = True
+        if ok and self._failing:
+            log.info("discovery works again")
+        self._failing = not ok
         return ok
 
     def _list_active(self, now: float, known: dict[str, JobState], seen: set[str]) -> bool:
@@ -211,9 +215,8 @@ class Discovery:
         return gone
 
     def _failed(self, message: str, exc: ModelArtsError, *args: object) -> None:
-        if args:
-            log.warning(message, *args, exc)
-        else:
-            log.warning(message, exc)
+        # A warning when discovery starts failing; while it keeps failing, debug only.
+        level = logging.DEBUG if self._failing else logging.WARNING
+        log.log(level, message, *args, exc)
         if self._on_failure:
             self._on_failure()

@@ -162,7 +162,8 @@ class Poller:
             self._store.remove_job(job.id)
             return "failed", 0
         except AuthenticationError as exc:
-            self._pause_for_credentials(exc)
+            if _credential_rejected(exc):
+                self._pause_for_credentials(exc)
             return self._failed(job, task, exc), 0
         except ModelArtsError as exc:
             return self._failed(job, task, exc), 0
@@ -275,3 +276,15 @@ class Poller:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_CREDENTIAL_CODES = frozenset(
+    {"ModelArts.0206", "ModelArts.0210", "ModelArts.2784", "APIGW.0301", "APIGW.0303"}
+)
+"""403 codes that reject the credential itself (bad AK/SK, wrong project, bad token, a
+clock off by more than 15 minutes), not the access to one job."""
+
+
+def _credential_rejected(exc: AuthenticationError) -> bool:
+    """Whether a 401/403 rejects the credential for every call (not one job's access)."""
+    return exc.status == 401 or exc.error_code in _CREDENTIAL_CODES

@@ -327,7 +327,7 @@ class ModelArtsClient:
                 auth=passthrough_auth,
             )
             try:
-                return interpret_response(endpoint, response, not_ready)
+                return interpret_response(endpoint, response, not_ready, self._auth.secrets())
             finally:
                 response.close()
         except errors.ModelArtsError as exc:
@@ -383,13 +383,24 @@ def read_body(endpoint: str, response: requests.Response, limit: int | None = No
 
 
 def interpret_response(
-    endpoint: str, response: requests.Response, not_ready: frozenset[str] = frozenset()
+    endpoint: str,
+    response: requests.Response,
+    not_ready: frozenset[str] = frozenset(),
+    secrets: tuple[str, ...] = (),
 ) -> Outcome:
-    """Turn one HTTP response into data or a typed error (raised for unusable bodies)."""
+    """Turn one HTTP response into data or a typed error (raised for unusable bodies).
+
+    ``secrets`` are removed from an error body before anything of it is kept: a server
+    that echoes the credential must not put it in our messages and logs.
+    """
     status = response.status_code
     if status == 204:
         return Outcome(NO_RESULT)
     body = read_body(endpoint, response)
+    if not 200 <= status < 300:
+        for secret in secrets:
+            if len(secret) >= 4:
+                body = body.replace(secret.encode(), b"<redacted>")
     header_request_id = _clean(response.headers.get("X-Request-Id", ""), 128)
     if 200 <= status < 300:
         try:

@@ -35,7 +35,7 @@ class ModelArtsError(Exception):
         parts = [self.endpoint + ":"]
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
-        if self.error_code:
+        if self.error_code and self.error_code != str(self.status):
             parts.append(self.error_code)
         text = " ".join(parts)
         if self.error_msg:

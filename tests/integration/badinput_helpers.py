@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import StoreCollector
 from exporter.discovery import Discovery, DiscoverySettings
@@ -236,7 +237,7 @@ class World:
         """Every sample of the store's collector (what /metrics shows of jobs and tasks)."""
         return {
             (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in self.collector.collect()
+            for family in text_string_to_metric_families(self.collector.render())
             for sample in family.samples
         }
 

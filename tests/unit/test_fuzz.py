@@ -23,7 +23,6 @@ import requests
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from requests.structures import CaseInsensitiveDict
 
@@ -607,9 +606,7 @@ def test_label_values_from_logs_survive_the_exposition(ruleset: RuleSet, raw: li
     snapshot = Snapshot(
         {"job": JobState("job", 'na"me\\\n', "Running")}, {("job", "worker-0"): task}
     )
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(lambda: snapshot, ruleset.rules))
-    text = generate_latest(registry).decode()
+    text = StoreCollector(lambda: snapshot, ruleset.rules).render()
     parsed = {
         sample.labels["who"]: sample.value
         for family in text_string_to_metric_families(text)
