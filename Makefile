@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench bench-corpus clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/rules_throughput.py
 	$(BIN)/python bench/cursor_unchanged.py
 	$(BIN)/python bench/scale.py
+
+# The shipped rules against a labelled corpus of real logs: make bench-corpus CORPUS=dir
+bench-corpus: $(VENV)/.installed
+	$(BIN)/python bench/corpus_eval.py $(CORPUS)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .pytest_cache .ruff_cache .hypothesis
