@@ -183,32 +183,15 @@ class RuleSet:
         keep: the last usable value (per label set), walking back from the last match.
         """
         rule = self.rules[index]
-        result = state.result
         t0 = time.perf_counter()
-        match = rule.regex._regexp.Match
-        unless = rule.unless._regexp.Match if rule.unless is not None else None
-        size = len(chunk)
-        hits: list[tuple[int, Any]] = []
-        lines: set[int] | None = None
+        hits = _matching_lines(rule, chunk, 0, len(chunk))
+        marked = 0
         if rule.kind in {"error", "warning"}:
             lines = state.marker_lines.setdefault((rule.kind, rule.marker), set())
-        pos = marked = 0
-        while pos < size:
-            spans = match(_UNANCHORED, chunk, pos, size)
-            begin = spans[0][0]
-            if begin < 0:
-                break
-            line_end = chunk.find(b"\n", begin)
-            pos = line_end + 1
-            if unless is not None:
-                line_start = chunk.rfind(b"\n", 0, begin) + 1
-                if unless(_UNANCHORED, chunk, line_start, line_end)[0][0] >= 0:
-                    continue
-            if lines is not None:
-                lines.add(offset + line_end)
-                marked += 1
-            else:
-                hits.append((offset + line_end, spans))
+            lines.update(offset + line_end for line_end, _ in hits)
+            marked, hits = len(hits), []
+        else:
+            hits = [(offset + line_end, spans) for line_end, spans in hits]
         matches = len(hits) + marked
         failures = 0
         if hits:
@@ -216,13 +199,7 @@ class RuleSet:
                 self._take_context(index, chunk, hits, state)
             else:
                 failures = self._take_values(rule, index, chunk, hits, state)
-        if matches:
-            result.rule_matches[rule.name] = result.rule_matches.get(rule.name, 0) + matches
-        if failures:
-            result.rule_failures[rule.name] = result.rule_failures.get(rule.name, 0) + failures
-        result.rule_seconds[rule.name] = (
-            result.rule_seconds.get(rule.name, 0.0) + time.perf_counter() - t0
-        )
+        _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
 
     def _run_last(self, index: int, chunk: bytes, offset: int, state: _State) -> bool:
         """A last-value rule over one chunk, from its end backwards: the latest matching
@@ -231,30 +208,14 @@ class RuleSet:
         Returns whether a value was found. Only the lines read count as matches.
         """
         rule = self.rules[index]
-        result = state.result
         t0 = time.perf_counter()
-        match = rule.regex._regexp.Match
-        unless = rule.unless._regexp.Match if rule.unless is not None else None
         hi = len(chunk)
         span = _BACKWARD_BYTES
         matches = failures = 0
         found = False
         while hi > 0 and not found:
             lo = 0 if hi <= span else chunk.rfind(b"\n", 0, hi - span) + 1
-            hits: list[tuple[int, Any]] = []
-            pos = lo
-            while pos < hi:
-                spans = match(_UNANCHORED, chunk, pos, hi)
-                begin = spans[0][0]
-                if begin < 0:
-                    break
-                line_end = chunk.find(b"\n", begin)
-                pos = line_end + 1
-                if unless is not None:
-                    line_start = chunk.rfind(b"\n", 0, begin) + 1
-                    if unless(_UNANCHORED, chunk, line_start, line_end)[0][0] >= 0:
-                        continue
-                hits.append((line_end, spans))
+            hits = _matching_lines(rule, chunk, lo, hi)
             for line_end, spans in reversed(hits):
                 matches += 1
                 try:
@@ -267,13 +228,7 @@ class RuleSet:
                 break
             hi = lo
             span *= 4
-        if matches:
-            result.rule_matches[rule.name] = result.rule_matches.get(rule.name, 0) + matches
-        if failures:
-            result.rule_failures[rule.name] = result.rule_failures.get(rule.name, 0) + failures
-        result.rule_seconds[rule.name] = (
-            result.rule_seconds.get(rule.name, 0.0) + time.perf_counter() - t0
-        )
+        _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
         return found
 
     def _take_values(
@@ -435,6 +390,37 @@ class RuleSet:
         if example.labels is not None and example.labels != got_labels:
             return f"labels are {got_labels}, expected {example.labels}"
         return ""
+
+
+def _tally(result: ScanResult, name: str, matches: int, failures: int, seconds: float) -> None:
+    """Add one rule's work on one chunk to the scan's self-metrics."""
+    if matches:
+        result.rule_matches[name] = result.rule_matches.get(name, 0) + matches
+    if failures:
+        result.rule_failures[name] = result.rule_failures.get(name, 0) + failures
+    result.rule_seconds[name] = result.rule_seconds.get(name, 0.0) + seconds
+
+
+def _matching_lines(rule: Rule, chunk: bytes, lo: int, hi: int) -> list[tuple[int, Any]]:
+    """(line end, group spans) of each line of ``chunk[lo:hi]`` the rule matches, once
+    per line, in order; lines that also match ``unless`` left out."""
+    match = rule.regex._regexp.Match
+    unless = rule.unless._regexp.Match if rule.unless is not None else None
+    hits: list[tuple[int, Any]] = []
+    pos = lo
+    while pos < hi:
+        spans = match(_UNANCHORED, chunk, pos, hi)
+        begin = spans[0][0]
+        if begin < 0:
+            break
+        line_end = chunk.find(b"\n", begin)
+        pos = line_end + 1
+        if unless is not None:
+            line_start = chunk.rfind(b"\n", 0, begin) + 1
+            if unless(_UNANCHORED, chunk, line_start, line_end)[0][0] >= 0:
+                continue
+        hits.append((line_end, spans))
+    return hits
 
 
 def _carried(context: Mapping[str, Any] | None) -> Context:

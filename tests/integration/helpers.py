@@ -85,45 +85,58 @@ def write_config(directory: Path, endpoint: str, project_id: str, **sections: ob
 class ExporterProcess:
     """``modelarts-exporter serve`` in a subprocess on 127.0.0.1; always stopped."""
 
-    def __init__(self, config: Path, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        log_level: str = "info",
+        scheme: str = "http",
+    ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._config = config
-        self._env = {
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {
             k: v
             for k, v in os.environ.items()
             if not k.startswith(("MODELARTS_", "HUAWEICLOUD_SDK_", "OS_"))
         }
-        self._env.update(env)
-        self._log_path = log_path
+        self.env.update(env)
+        self.argv = [
+            sys.executable,
+            "-m",
+            "exporter",
+            "--log.level",
+            log_level,
+            "serve",
+            "--config.file",
+            str(config),
+            "--web.listen-address",
+            f"127.0.0.1:{self.port}",
+            *extra_args,
+        ]
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ExporterProcess:
-        log = self._log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                "serve",
-                "--config.file",
-                str(self._config),
-                "--web.listen-address",
-                f"127.0.0.1:{self.port}",
-            ],
-            env=self._env,
-            stdout=log,
-            stderr=log,
-        )
-        log.close()
-        wait_for(lambda: get(f"{self.url}/-/ready", 1) is not None or self._died(), 30, "ready")
+    def start(self, *, wait: bool = True) -> ExporterProcess:
+        """Start, and (unless ``wait`` is False) wait until /-/ready answers."""
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
+        if wait:
+            wait_for(
+                lambda: get(f"{self.url}/-/ready", 1) is not None or not self.check_alive(),
+                30,
+                "ready",
+            )
         return self
 
-    def _died(self) -> bool:
+    def check_alive(self) -> bool:
+        """True while running; an AssertionError with the log once it exited."""
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"exporter exited with {self.process.returncode}:\n{self.log()}")
-        return False
+        return True
 
     def metrics(self) -> Samples:
         text = get(f"{self.url}/metrics")
@@ -131,7 +144,7 @@ class ExporterProcess:
         return parse_metrics(text)
 
     def log(self) -> str:
-        return self._log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
         """SIGKILL: no chance to save anything."""

@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import stat
-import subprocess
-import sys
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +23,7 @@ import pytest
 import requests
 import trustme
 import yaml
-from helpers import free_port, parse_metrics, series, wait_for, write_config
+from helpers import ExporterProcess, parse_metrics, series, wait_for, write_config
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
@@ -50,68 +47,6 @@ def _secret(prefix: str) -> str:
 
 
 # --- running serve --------------------------------------------------------------------------
-
-
-class ServeProcess:
-    """``python -m exporter serve`` with our own arguments (debug logs, web config)."""
-
-    def __init__(
-        self,
-        config: Path,
-        env: Mapping[str, str],
-        log_path: Path,
-        *,
-        extra_args: tuple[str, ...] = (),
-        scheme: str = "http",
-    ) -> None:
-        self.port = free_port()
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("MODELARTS_", "HUAWEICLOUD_SDK_", "OS_"))
-        }
-        self.env.update(env)
-        self.argv = [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--log.level",
-            "debug",
-            "serve",
-            "--config.file",
-            str(config),
-            "--web.listen-address",
-            f"127.0.0.1:{self.port}",
-            *extra_args,
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ServeProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=log)
-        return self
-
-    def check_alive(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"exporter exited with {self.process.returncode}:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM (state saved), and the exit code; SIGKILL if it does not stop."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        return int(self.process.returncode)
 
 
 def _get(url: str) -> str | None:
@@ -156,7 +91,7 @@ class Run:
     kind: str
     scenario: str
     sim: Simulator
-    exporter: ServeProcess
+    exporter: ExporterProcess
     secrets: list[str]
     state: Path
     texts: dict[str, str] = field(default_factory=dict)
@@ -208,7 +143,9 @@ def _launch(kind: str, scenario: str, directory: Path) -> Run:
         secrets = [password]
     # One attempt per call: failing calls are not retried (with real sleeps) in this test.
     config = write_config(directory, sim.url, sim.project_id, modelarts={"max_attempts": 1})
-    exporter = ServeProcess(config, env, directory / "exporter.log").start()
+    exporter = ExporterProcess(config, env, directory / "exporter.log", log_level="debug").start(
+        wait=False
+    )
     return Run(kind, scenario, sim, exporter, secrets, directory / "state.db")
 
 
@@ -402,7 +339,7 @@ class TLSExporter:
     url: str
     ca: Path
     password: str
-    process: ServeProcess
+    process: ExporterProcess
 
 
 @pytest.fixture(scope="module")
@@ -429,13 +366,14 @@ def tls_exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSExport
         job = sim.add_job("tls-job")
         sim.append_log(job, "worker-0", b"step 1 loss=0.5\n")
         config = write_config(directory, sim.url, sim.project_id)
-        process = ServeProcess(
+        process = ExporterProcess(
             config,
             {"MODELARTS_AUTH_TOKEN": token},
             directory / "exporter.log",
             extra_args=("--web.config.file", str(web_config)),
+            log_level="debug",
             scheme="https",
-        ).start()
+        ).start(wait=False)
         exporter = TLSExporter(process.url, directory / "ca.pem", password, process)
 
         def ready() -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from fakes import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -19,17 +20,9 @@ from exporter.simulator.logs import decode_window
 T0 = 1_790_000_000.0
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from fakes import FakeClock
 
 from exporter.modelarts import signer
 from exporter.simulator import RequestRecord, SimAuth, Simulator
@@ -27,17 +28,9 @@ AUTH = SimAuth(
 )
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

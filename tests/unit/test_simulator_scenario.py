@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import requests
+from fakes import FakeClock
 
 from exporter.modelarts.types import TERMINAL_PHASES
 from exporter.simulator import Simulator, demo_scenario, scale_scenario
@@ -25,17 +26,9 @@ DEMO_JOBS = {
 }
 
 
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture
