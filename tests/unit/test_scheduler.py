@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -181,3 +183,55 @@ def test_a_rejected_credential_pauses_every_preview(
     assert calls <= 2 * 4
     assert all(task.up is False for task in world.store.snapshot().tasks.values())
     assert "rejected the credentials" in caplog.text
+
+
+def test_a_cycle_that_overruns_its_interval_is_not_started_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real scheduling (APScheduler, 0.1 s interval) against a preview that takes 0.5 s."""
+    api = FakeModelArts()
+    api.jobs["a"] = running("a", now=time.time())
+    api.logs[("a", "worker-0")] = b"ok\n"
+    store = Store(tmp_path / "state.db")
+    store.open()
+    poller = Poller(
+        api,
+        Discovery(api, store, DiscoverySettings()),
+        store,
+        RuleSet(load_rules()),
+        SelfMetrics(CollectorRegistry()),
+        CollectSettings(interval_seconds=0.1, discovery_interval_seconds=0.1),
+    )
+    slow = api.preview_log
+
+    def preview(job_id: str, task_id: str) -> object:
+        time.sleep(0.5)
+        return slow(job_id, task_id)
+
+    monkeypatch.setattr(api, "preview_log", preview)
+    running_now = [0]
+    most = [0]
+    cycles = [0]
+    lock = threading.Lock()
+    real_cycle = poller.run_cycle
+
+    def counted() -> object:
+        with lock:
+            running_now[0] += 1
+            most[0] = max(most[0], running_now[0])
+        try:
+            return real_cycle()
+        finally:
+            with lock:
+                running_now[0] -= 1
+                cycles[0] += 1
+
+    monkeypatch.setattr(poller, "run_cycle", counted)
+    poller.start()
+    try:
+        time.sleep(1.3)
+    finally:
+        poller.stop()
+        store.close()
+    assert most[0] == 1
+    assert 1 <= cycles[0] <= 3
