@@ -322,10 +322,13 @@ def _simulate(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from exporter.server import parse_listen_address
+    from exporter.config import parse_listen_address
     from exporter.simulator import SimAuth, Simulator, demo_scenario, scale_scenario
 
-    host, port = parse_listen_address(args.listen_address)
+    try:
+        host, port = parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        return _problems([f"--listen-address: {exc}"])
     scenario = (
         demo_scenario()
         if args.scenario == "demo"

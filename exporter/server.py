@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from exporter import __version__
+from exporter.config import parse_listen_address
 
 log = logging.getLogger("exporter.server")
 
@@ -136,15 +137,6 @@ class _ThreadingServer6(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def parse_listen_address(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` or ``[V6]:PORT``; an empty host listens everywhere."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen address {value!r} is not HOST:PORT")
-    host = host.strip("[]")
-    return host or "0.0.0.0", int(port)  # noqa: S104
-
-
 class HTTPServer:
     """The app on a listening socket, served by a background thread."""
 
@@ -152,6 +144,7 @@ class HTTPServer:
         self, app: WSGIApp, address: str, *, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         host, port = parse_listen_address(address)
+        host = host or "0.0.0.0"  # noqa: S104 (":PORT" listens everywhere, as documented)
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
         self._server = make_server(
             host, port, app, server_class=server_class, handler_class=_Handler

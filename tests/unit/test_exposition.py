@@ -19,7 +19,7 @@ from exporter.collector import StoreCollector
 from exporter.families import Family, build_families, render, render_text
 from exporter.rules import load_rules
 from exporter.rules.model import Rule, compile_pattern
-from exporter.server import make_app, parse_listen_address
+from exporter.server import make_app
 from exporter.store import JobState, Snapshot, TaskState
 
 JOB = JobState("job-1", "llm-sft", "Running", ("worker-0",), "PyTorch 2.1", "gpu.8v100")
@@ -157,16 +157,3 @@ def test_basic_auth_guards_everything(registry: CollectorRegistry) -> None:
     assert status.startswith("401")
     assert headers["WWW-Authenticate"].startswith("Basic")
     assert _call(app, "/metrics", {"Authorization": "Basic ok"})[0].startswith("200")
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("127.0.0.1:9958", ("127.0.0.1", 9958)), (":80", ("0.0.0.0", 80)), ("[::1]:1", ("::1", 1))],
-)
-def test_listen_addresses(text: str, expected: tuple[str, int]) -> None:
-    assert parse_listen_address(text) == expected
-
-
-def test_bad_listen_address() -> None:
-    with pytest.raises(ValueError, match="HOST:PORT"):
-        parse_listen_address("localhost")
