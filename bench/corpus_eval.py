@@ -14,8 +14,10 @@ whole file as one block, normalised as the exporter does (``RuleSet.scan``). Pri
   markers of each file;
 * the misses, file by file.
 
-The expected files use the schema of LOG_FORMATS.md section 0. Goals: >= 98% exit
-codes, >= 95% last losses, marker F1 >= 0.95; the exit status is 1 when one is missed.
+Each expected file holds ``final_exit_code``, the ``loss`` records (``{step, epoch,
+value}``, ``"nan"``/``"inf"`` as strings) and the sets ``errors`` and ``warnings``.
+Goals: >= 98% exit codes, >= 95% last losses, marker F1 >= 0.95; the exit status is 1
+when one is missed.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``modelarts-exporter`` command (CONTRACT.md, "Install and commands").
+"""The ``modelarts-exporter`` command: ``serve``, ``demo``, ``analyze``, ``rules``, ``simulate``.
 
 Exit codes: 0 success; 2 bad usage or invalid config/rules (every problem listed, file
 and key named); 1 anything else. User mistakes print one clear line per problem on

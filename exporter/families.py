@@ -1,4 +1,4 @@
-"""The metrics of CONTRACT.md, built from a store snapshot (pure, no prometheus_client).
+"""The per-task and per-job metrics, built from a store snapshot (pure, no prometheus_client).
 
 ``collector.py`` turns these families into prometheus_client ones for ``serve``;
 ``render_text`` prints them in the Prometheus text format for ``analyze``, which thereby

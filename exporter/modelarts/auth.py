@@ -1,6 +1,6 @@
 """Credentials that authenticate outgoing ModelArts requests by adding headers.
 
-Three kinds (CONTRACT.md): a fixed IAM token, AK/SK request signing, and IAM password
+Three kinds: a fixed IAM token, AK/SK request signing, and IAM password
 login with a cached, refreshed token. Secrets never appear in repr(), str(), logs or
 exception messages.
 """
@@ -171,7 +171,7 @@ def _repeat(rejection: errors.AuthenticationError) -> errors.AuthenticationError
 
 
 class PasswordAuth:
-    """IAM password login (MODELARTS_API.md section 5a): a project-scoped token, cached.
+    """IAM password login (``POST /v3/auth/tokens``): a project-scoped token, cached.
 
     The token is fetched on first use and again ``refresh_margin_seconds`` before it
     expires (at the latest half-way through its lifetime), one login at a time: concurrent

@@ -1,7 +1,7 @@
 """AK/SK request signing, ``SDK-HMAC-SHA256`` as the Huawei Cloud SDK does it.
 
 Pure functions only: the same code signs the client's requests and verifies them in
-the simulator. The algorithm (MODELARTS_API.md section 5b, huaweicloudsdkcore
+the simulator. The algorithm (Huawei Cloud API signing guide, huaweicloudsdkcore
 ``signer/signer.py``):
 
     CanonicalRequest = METHOD \\n CanonicalURI \\n CanonicalQuery \\n CanonicalHeaders \\n

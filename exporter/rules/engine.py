@@ -5,7 +5,7 @@ RE2 set match per chunk says which rules can match in it at all, and only those 
 search that chunk, each with one linear-time scan. Most chunks of a training log hold
 loss lines and noise, so most rules never run on most of the text.
 
-Counting follows CONTRACT.md: a marker counts each line where one of its rules matches
+Counting: a marker counts each line where one of its rules matches
 once; value rules (exit code, loss, gauges) keep the value of the last line that
 matched (on one line, the rule loaded first); counters add per matching line. Context
 rules (model.py) give a step/epoch to the loss lines after them that lack one.

@@ -84,7 +84,7 @@ import re2
 import yaml
 
 NUM = r"[-+]?(?:nan|NaN|NAN|-?inf|inf|Inf|INF|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
-"""A number as training logs print it (LOG_FORMATS.md section 2)."""
+"""A number as training logs print it."""
 
 MAX_PATTERN_LENGTH = 4000
 KINDS = ("error", "warning", "exit_code", "loss", "gauge", "counter", "context")

@@ -1,4 +1,4 @@
-"""Make a block of raw log bytes ready for the rules (LOG_FORMATS.md section 1 and A.5).
+"""Make a block of raw log bytes ready for the rules.
 
 Line ends (``\\r\\n``, ``\\r``) become ``\\n``, so a progress bar redrawn with carriage
 returns is one line per frame; ANSI/VT escape sequences and their pasted caret forms

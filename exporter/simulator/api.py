@@ -1,6 +1,6 @@
 """ModelArts request and answer semantics of the simulator, free of sockets and threads.
 
-Error bodies follow MODELARTS_API.md section 4: ModelArts errors are
+Error bodies are those of ModelArts: ModelArts errors are
 ``{"error_code": "ModelArts.XXXX", "error_msg": ...}``, API-gateway errors add a
 ``request_id``, IAM errors are ``{"error": {"code", "message", "title"}}``.
 """
@@ -154,7 +154,7 @@ def _parse_filter(raw: object) -> Filter:
 
 
 def parse_search(body: bytes) -> Search:
-    """Validate a list request body (MODELARTS_API.md section 1); raises ApiError."""
+    """Validate a list request body; raises ApiError."""
     data = parse_json_object(body)
     sort_by = _str_field(data, "sort_by", "create_time")
     if sort_by not in SORT_FIELDS:

@@ -1,6 +1,6 @@
 """Credentials the simulator accepts, checked like the API gateway and IAM would.
 
-Three kinds (MODELARTS_API.md section 5): static ``X-Auth-Token`` values; AK/SK signatures
+Three kinds: static ``X-Auth-Token`` values; AK/SK signatures
 (``SDK-HMAC-SHA256``), recomputed with ``exporter.modelarts.signer`` over the request as
 received; tokens issued by the simulated IAM password login ``POST /v3/auth/tokens``.
 """

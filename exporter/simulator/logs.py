@@ -1,4 +1,4 @@
-"""Synthetic training logs in the formats of LOG_FORMATS.md, and the preview's tail window.
+"""Synthetic training logs in real frameworks' formats, and the preview's tail window.
 
 A *stream* is an iterator of ``(unix time, bytes)`` chunks with non-decreasing times; the
 simulator appends a chunk to a task's log once its clock reaches the chunk's time. A stream

@@ -195,7 +195,7 @@ class SimJob:
         return max(0, _ms(end - self.start_time))
 
     def response(self, now: float) -> dict[str, Any]:
-        """The JobResponse dict of the list and details calls (MODELARTS_API.md 1-2)."""
+        """The JobResponse dict of the list and details calls."""
         node_count = max(1, len(self.tasks))
         start_ms = 0 if self.start_time is None else _ms(self.start_time)
         node_counts = [[_ms(self.create_time), 0]]

@@ -1,6 +1,6 @@
 """The ModelArts simulator: a threaded HTTP/1.1 server that stands in for ModelArts and IAM.
 
-It serves the calls the exporter makes (MODELARTS_API.md sections 1-5): the job list, job
+It serves the calls the exporter makes: the job list, job
 details, the log preview, and the IAM password login, with their error codes, auth checks,
 optional throttling and injectable faults. Tests drive it through the control methods of
 ``Simulator`` and an injected clock; the demo and the benchmarks run a scripted scenario.

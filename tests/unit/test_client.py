@@ -29,7 +29,7 @@ JOBS = f"/v2/{PROJECT}/training-jobs"
 SEARCH = f"/v2/{PROJECT}/training-job-searches"
 PREVIEW = f"{JOBS}/{JOB}/tasks/worker-0/logs/preview"
 
-# The abridged list item of MODELARTS_API.md section 1.
+# An abridged list item, as the API documentation shows one.
 DOC_ITEM: dict[str, Any] = {
     "kind": "job",
     "metadata": {

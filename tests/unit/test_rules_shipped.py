@@ -1,7 +1,7 @@
 """The shipped rule files: their examples, their coverage, and golden logs.
 
 The golden logs in tests/fixtures/logs/ were written for these tests in the formats of
-LOG_FORMATS.md (window-cut first lines, CRLF, ANSI, CR-redrawn and glued tqdm frames);
+the real formats (window-cut first lines, CRLF, ANSI, CR-redrawn and glued tqdm frames);
 each NAME.expected.json states what the rules must extract from NAME.log.
 """
 

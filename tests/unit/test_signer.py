@@ -16,7 +16,7 @@ from exporter.modelarts import signer
 from exporter.modelarts.auth import AkSkAuth
 from exporter.modelarts.client import ModelArtsClient
 
-# MODELARTS_API.md section 5b (HWC API signing guide).
+# The HWC API signing guide's test vector.
 VECTOR_AK = "QTWAOYTTINDUT2QVKYUC"
 VECTOR_SK = "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc"
 VECTOR_PATH = "/v1/77b6a44cba5143ab91d13ab9a8ff44fd/vpcs"
