@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
@@ -22,14 +22,18 @@ from exporter.discovery import Discovery, DiscoverySettings
 from exporter.modelarts.client import ModelArtsClient, RetryPolicy, new_session
 from exporter.modelarts.throttle import Throttle
 from exporter.pipeline import Limits
-from exporter.rules import RuleSet, load_rules
+from exporter.rules import Rule, RuleSet, load_rules
 from exporter.scheduler import CollectSettings, Poller
 from exporter.selfmetrics import SelfMetrics
 from exporter.server import HTTPServer, make_app
-from exporter.store import Store
+from exporter.store import StateError, Store
 from exporter.webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
+
+
+class StartError(Exception):
+    """The exporter cannot start: the message says what, naming the setting."""
 
 
 class Exporter:
@@ -40,16 +44,22 @@ class Exporter:
         config: Config,
         credentials: Credentials,
         *,
-        web_config_file: Path | None = None,
+        rules: Sequence[Rule] | None = None,
+        web: WebConfig | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``rules`` and ``web`` as loaded already (default: load them from ``config``).
+
+        Raises StartError when the listen address cannot be bound.
+        """
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = SelfMetrics(self.registry)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
 
-        rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
+        if rules is None:
+            rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
         self.rules = RuleSet(rules, label_value_max_length=config.rules.label_value_max_length)
         self.metrics.init_rules(rule.name for rule in rules)
 
@@ -109,25 +119,33 @@ class Exporter:
         )
         self.collector = StoreCollector(self.store.snapshot, rules)
 
-        web: WebConfig | None = None
-        web_file = web_config_file or config.web.config_file
-        if web_file is not None:
-            web = load_web_config(web_file)
-        self.http = HTTPServer(
-            make_app(
-                self.registry,
-                self.collector.render,
-                ready=self.poller.ready.is_set,
-                check_auth=web.check_basic_auth if web and web.basic_auth_users else None,
-                headers=web.headers.items() if web else (),
-            ),
-            config.web.listen_address,
-            ssl_context=web.ssl_context() if web else None,
+        if web is None and config.web.config_file is not None:
+            web = load_web_config(config.web.config_file)
+        app = make_app(
+            self.registry,
+            self.collector.render,
+            ready=self.poller.ready.is_set,
+            check_auth=web.check_basic_auth if web and web.basic_auth_users else None,
+            headers=web.headers.items() if web else (),
         )
+        try:
+            self.http = HTTPServer(
+                app,
+                config.web.listen_address,
+                ssl_context=web.ssl_context_provider() if web else None,
+            )
+        except OSError as exc:
+            self.client.close()
+            raise StartError(
+                f"web.listen_address {config.web.listen_address}: {exc.strerror or exc}"
+            ) from None
         self._stopped = threading.Event()
 
     def start(self) -> None:
-        self.store.open()
+        try:
+            self.store.open()
+        except (StateError, OSError, sqlite3.Error) as exc:
+            raise StartError(f"state.path {self.config.state.path}: {exc}") from None
         self.http.start()
         self.poller.start()
         log.info(
@@ -165,4 +183,4 @@ class Exporter:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.stop()
-        log.info("stopped; state saved in %s", self.config.state.path)
+        log.info("stopped")

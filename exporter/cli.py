@@ -45,10 +45,27 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )
+    # Also accepted after the command (`serve --log.level debug`).
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--log.level",
+        dest="log_level",
+        default=argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: info)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the exporter against ModelArts")
-    serve.add_argument("--config.file", dest="config_file", required=True, metavar="PATH")
+    serve = commands.add_parser(
+        "serve", help="run the exporter against ModelArts", parents=[common]
+    )
+    serve.add_argument(
+        "--config.file",
+        dest="config_file",
+        required=True,
+        metavar="PATH",
+        help="the YAML configuration (see the README)",
+    )
     serve.add_argument(
         "--web.listen-address",
         dest="listen_address",
@@ -75,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser(
-        "demo", help="run the built-in ModelArts simulator and the exporter against it"
+        "demo",
+        help="run the built-in ModelArts simulator and the exporter against it",
+        parents=[common],
     )
     demo.add_argument(
         "--web.listen-address",
@@ -86,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     analyze = commands.add_parser(
-        "analyze", help="run the rules over local log files and print the metrics"
+        "analyze", help="run the rules over local log files and print the metrics", parents=[common]
     )
     analyze.add_argument(
         "--rules",
@@ -106,12 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         ("check", "validate the shipped rules and PATHs"),
         ("test", "validate, then run every example in the rules"),
     ):
-        action = rules_commands.add_parser(name, help=text)
+        action = rules_commands.add_parser(name, help=text, parents=[common])
         action.add_argument("paths", nargs="*", metavar="PATH")
         action.add_argument("--no-default-rules", action="store_true", help="only the given PATHs")
 
     simulate = commands.add_parser(
-        "simulate", help="run only the ModelArts simulator (for development and benchmarks)"
+        "simulate",
+        help="run only the ModelArts simulator (for development and benchmarks)",
+        parents=[common],
     )
     simulate.add_argument("--listen-address", default="127.0.0.1:0", metavar="HOST:PORT")
     simulate.add_argument("--scenario", choices=["demo", "scale"], default="demo")
@@ -178,50 +199,91 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, load_config, resolve_credentials
     from exporter.rules import RuleError, load_rules
+    from exporter.webconfig import load_web_config
 
     try:
         config = load_config(args.config_file)
-        if args.listen_address:
-            try:
-                config = config.with_listen_address(args.listen_address)
-            except ValueError as exc:
-                return _problems([f"--web.listen-address: {exc}"])
-        if args.shard:
-            try:
-                config = config.with_shard(args.shard, socket.gethostname())
-            except ValueError as exc:
-                return _problems([f"--shard: {exc}"])
-        credentials = resolve_credentials(config, os.environ)
-        web_file = Path(args.web_config_file) if args.web_config_file else None
-        if args.check:
-            rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
-            if web_file or config.web.config_file:
-                from exporter.webconfig import load_web_config
-
-                load_web_config(web_file or config.web.config_file)  # type: ignore[arg-type]
-            print(
-                f"{args.config_file}: ok ({len(rules)} rules, credentials from "
-                f"{credentials.source})"
-            )
-            return EXIT_OK
-        from exporter.app import Exporter
-
-        exporter = Exporter(config, credentials, web_config_file=web_file)
     except ConfigError as exc:
         return _problems(exc.problems)
+    # Everything else is checked in one go, so that one run lists every problem.
+    problems: list[str] = []
+    if args.listen_address:
+        try:
+            config = config.with_listen_address(args.listen_address)
+        except ValueError as exc:
+            problems.append(f"--web.listen-address: {exc}")
+    if args.shard:
+        try:
+            config = config.with_shard(args.shard, socket.gethostname())
+        except ValueError as exc:
+            problems.append(f"--shard: {exc}")
+    try:
+        credentials = resolve_credentials(config, os.environ)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    rule_paths = []
+    for number, path in enumerate(config.rules.paths):
+        if path.exists():
+            rule_paths.append(path)
+        else:
+            problems.append(f"{args.config_file}: rules.paths[{number}]: {path}: no such file")
+    try:
+        rules = load_rules(rule_paths, include_default=config.rules.include_default)
     except RuleError as exc:
-        return _problems(exc.problems)
-    exporter.run()
+        problems.extend(exc.problems)
+    web_file = Path(args.web_config_file) if args.web_config_file else config.web.config_file
+    web = None
+    if web_file is not None:
+        try:
+            web = load_web_config(web_file)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.extend(_state_path_problems(args.config_file, config.state.path))
+    if problems:
+        return _problems(problems)
+    if args.check:
+        print(
+            f"{args.config_file}: ok ({len(rules)} rules, credentials from "
+            f"{credentials.source}; not checked with ModelArts)"
+        )
+        return EXIT_OK
+    from exporter.app import Exporter, StartError
+
+    try:
+        exporter = Exporter(config, credentials, rules=rules, web=web)
+        exporter.run()
+    except StartError as exc:
+        print(f"modelarts-exporter: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _state_path_problems(config_file: str, path: Path) -> list[str]:
+    """Whether the state file can be created or written, checked before starting."""
+    where = f"{config_file}: state.path: {path}"
+    if path.is_dir():
+        return [f"{where}: is a directory"]
+    if path.exists():
+        return [] if os.access(path, os.R_OK | os.W_OK) else [f"{where}: not writable"]
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return [f"{where}: cannot be created ({parent} is not a writable directory)"]
+    return []
 
 
 def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    from exporter.app import Exporter
-    from exporter.config import ConfigError, Credentials, default_config
+    from exporter.app import Exporter, StartError
+    from exporter.config import Credentials, default_config, parse_listen_address
     from exporter.simulator import SimAuth, Simulator, demo_scenario
 
+    try:
+        parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        return _problems([f"--web.listen-address: {exc}"])
     token = "demo-token"  # noqa: S105 (the simulator's own credential)
     with tempfile.TemporaryDirectory(prefix="modelarts-exporter-demo-") as tmp:
         simulator = Simulator(demo_scenario(), auth=SimAuth(tokens=frozenset({token})))
@@ -234,24 +296,23 @@ def _demo(args: argparse.Namespace) -> int:
                 state={"path": str(Path(tmp) / "state.db")},
                 web={"listen_address": args.listen_address},
             )
-            credentials = Credentials("token", "demo", token=token)
-            exporter = Exporter(config, credentials)
-        except ConfigError as exc:
-            simulator.stop()
-            return _problems(exc.problems)
-        except OSError:
-            simulator.stop()
-            raise
-        print(
-            "modelarts-exporter demo: synthetic training jobs from the built-in simulator\n"
-            f"  metrics:   {exporter.http.url()}/metrics\n"
-            f"  simulator: {simulator.url} (ModelArts API, project {simulator.project_id})\n"
-            "Metrics appear within seconds; one job fails with exit code 1 and a CUDA OOM.\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
-        try:
+            exporter = Exporter(config, Credentials("token", "demo", token=token))
+            print(
+                "modelarts-exporter demo: synthetic training jobs from the built-in simulator\n"
+                f"  metrics:   {exporter.http.url()}/metrics\n"
+                f"  simulator: {simulator.url} (ModelArts API, project "
+                f"{simulator.project_id})\n"
+                "Metrics appear within seconds; one job fails with exit code 1 and a CUDA "
+                "OOM.\nPress Ctrl-C to stop.",
+                flush=True,
+            )
             exporter.run()
+        except StartError as exc:
+            print(
+                f"modelarts-exporter: {exc} (choose another with --web.listen-address)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILURE
         finally:
             simulator.stop()
     return EXIT_OK
@@ -279,7 +340,10 @@ def _analyze(args: argparse.Namespace) -> int:
     tasks = {}
     now = time.time()
     for name in args.files:
-        data = _read(name)
+        try:
+            data = _read(name)
+        except OSError as exc:
+            return _problems([f"analyze: {name}: {exc.strerror or exc}"])
         task_id = "stdin" if name == "-" else Path(name).name
         preview = LogPreview(data.decode("utf-8", "replace"), len(data), len(data))
         task, _ = apply_preview(
@@ -305,7 +369,7 @@ def _rules(args: argparse.Namespace) -> int:
         return _problems(exc.problems)
     files = len({rule.source.split(": rules[")[0] for rule in rules})
     if args.rules_command == "check":
-        print(f"ok: {len(rules)} rules in {files} files")
+        print(f"ok: {len(rules)} rules in {_plural(files, 'file')}")
         return EXIT_OK
     failures = RuleSet(rules).check_examples()
     examples = sum(len(rule.examples) for rule in rules)
@@ -314,8 +378,12 @@ def _rules(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} of {examples} examples failed", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"ok: {examples} examples of {len(rules)} rules in {files} files")
+    print(f"ok: {examples} examples of {len(rules)} rules in {_plural(files, 'file')}")
     return EXIT_OK
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _simulate(args: argparse.Namespace) -> int:

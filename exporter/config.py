@@ -350,7 +350,12 @@ def _verify_tls(value: object, info: ValidationInfo) -> bool | Path:
     if isinstance(value, bool):
         return value
     if isinstance(value, str | PathLike) and str(value):
-        return readable_file(_resolve_path(value, info))
+        try:
+            return readable_file(_resolve_path(value, info))
+        except ValueError as exc:
+            raise ValueError(
+                f"must be true, false or the path of a CA bundle file ({exc})"
+            ) from None
     raise ValueError("must be true, false or the path of a CA bundle file")
 
 

@@ -16,7 +16,13 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 from exporter import __version__
 from exporter.modelarts.errors import ModelArtsError
@@ -31,6 +37,9 @@ class SelfMetrics:
     """Instruments registered on ``registry``; also the client's request observer."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # No `*_created` series: they double the exporter's own series for nothing a
+        # dashboard or alert here uses (a setting of prometheus_client, process-wide).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         prefix = "modelarts_exporter"
         self.build_info = Gauge(
             f"{prefix}_build_info",

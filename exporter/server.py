@@ -121,12 +121,12 @@ class _Handler(WSGIRequestHandler):
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
-    ssl_context: ssl.SSLContext | None = None
+    ssl_context: Callable[[], ssl.SSLContext] | None = None
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         if self.ssl_context is not None:
             try:
-                request = self.ssl_context.wrap_socket(request, server_side=True)
+                request = self.ssl_context().wrap_socket(request, server_side=True)
             except (ssl.SSLError, OSError) as exc:
                 log.debug("TLS handshake with %s failed: %s", client_address, exc)
                 return
@@ -141,8 +141,13 @@ class HTTPServer:
     """The app on a listening socket, served by a background thread."""
 
     def __init__(
-        self, app: WSGIApp, address: str, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        app: WSGIApp,
+        address: str,
+        *,
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
+        """``ssl_context`` gives the TLS context for each new connection (None: HTTP)."""
         host, port = parse_listen_address(address)
         host = host or "0.0.0.0"  # noqa: S104 (":PORT" listens everywhere, as documented)
         server_class = _ThreadingServer6 if ":" in host else _ThreadingServer

@@ -17,6 +17,7 @@ and the exporter starts afresh.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
@@ -200,6 +201,7 @@ class Store:
         self._jobs: dict[str, JobState] = {}
         self._tasks: dict[tuple[str, str], TaskState] = {}
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
 
     # lifecycle
 
@@ -207,6 +209,7 @@ class Store:
         """Open (or create) the state file and load it."""
         if self.path is None:
             return
+        self._lock_file(self.path)
         try:
             self._open_db(self.path)
         except (sqlite3.DatabaseError, StateError, ValueError, KeyError, TypeError) as exc:
@@ -220,6 +223,17 @@ class Store:
             self._jobs.clear()
             self._tasks.clear()
             self._open_db(self.path)
+
+    def _lock_file(self, path: Path) -> None:
+        """Hold ``<state>.lock``: two exporters on one state file would both count."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(f"{path}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StateError("in use by another running exporter") from None
+        self._lock_fd = fd
 
     def _open_db(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,6 +291,9 @@ class Store:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.close()
                 self._db = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the lock
+                self._lock_fd = None
 
     # reads
 

@@ -31,9 +31,13 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
+import os
 import re
 import secrets
 import ssl
+import threading
+from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -50,6 +54,8 @@ from exporter.config import (
     problem_line,
     readable_file,
 )
+
+log = logging.getLogger("exporter.webconfig")
 
 ClientAuthType = Literal[
     "NoClientCert",
@@ -83,9 +89,23 @@ def _bcrypt_hash(value: str) -> str:
     return value
 
 
+ALLOWED_HEADERS = (
+    "Strict-Transport-Security",
+    "X-Content-Type-Options",
+    "X-Frame-Options",
+    "X-XSS-Protection",
+    "Content-Security-Policy",
+)
+"""The headers the exporter toolkit lets a web config set (others could break scrapes)."""
+
+
 def _header_name(value: str) -> str:
     if not _HEADER_NAME_RE.fullmatch(value):
         raise ValueError("not a valid HTTP header name")
+    if value.lower() not in {name.lower() for name in ALLOWED_HEADERS}:
+        raise ValueError(
+            f"not one of the headers a web config may set: {', '.join(ALLOWED_HEADERS)}"
+        )
     return value
 
 
@@ -175,6 +195,18 @@ class WebConfig(Section):
         context.verify_mode = _VERIFY_MODES[tls.client_auth_type]
         return context
 
+    def ssl_context_provider(self) -> Callable[[], ssl.SSLContext] | None:
+        """A function giving the SSLContext for a new connection, or None for plain HTTP.
+
+        The context is rebuilt when the certificate, key or client CA file changes on
+        disk (a renewed certificate is served without a restart); files that cannot be
+        used are logged and the last good context kept.
+        """
+        context = self.ssl_context()
+        if self.tls_server_config is None or context is None:
+            return None
+        return _ReloadingContext(self, self.tls_server_config, context)
+
     def _error(self, key: str, reason: str) -> ConfigError:
         reason = _SSL_SOURCE_RE.sub("", reason)
         return ConfigError(
@@ -233,3 +265,37 @@ def load_web_config(path: str | PathLike[str]) -> WebConfig:
     config._path = path
     config.ssl_context()
     return config
+
+
+class _ReloadingContext:
+    """The server's SSLContext, rebuilt when its files change."""
+
+    def __init__(self, web: WebConfig, tls: TLSServerConfig, context: ssl.SSLContext) -> None:
+        self._web = web
+        self._files = [tls.cert_file, tls.key_file]
+        if tls.client_ca_file is not None:
+            self._files.append(tls.client_ca_file)
+        self._lock = threading.Lock()
+        self._stamp = self._stamps()
+        self._context = context
+
+    def _stamps(self) -> tuple[float, ...]:
+        try:
+            return tuple(os.stat(f).st_mtime for f in self._files)
+        except OSError:
+            return ()
+
+    def __call__(self) -> ssl.SSLContext:
+        stamp = self._stamps()
+        with self._lock:
+            if stamp and stamp != self._stamp:
+                self._stamp = stamp
+                try:
+                    context = self._web.ssl_context()
+                except ConfigError as exc:
+                    log.warning("TLS files changed but cannot be used (%s); keeping the old", exc)
+                else:
+                    if context is not None:
+                        self._context = context
+                        log.info("TLS certificate reloaded from %s", self._files[0])
+            return self._context

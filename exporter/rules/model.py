@@ -411,6 +411,7 @@ def compile_pattern(pattern: str) -> tuple[Any, str | None]:
         detail = exc.args[0] if exc.args else b""
         if isinstance(detail, bytes):
             detail = detail.decode("utf-8", "replace")
+        detail = detail.replace("(?m)", "", 1)  # our prefix, not the user's text
         reason = f"RE2 refuses it: {detail or 'invalid pattern'}"
     for construct, what, hint in _UNSUPPORTED:
         if construct.search(pattern):

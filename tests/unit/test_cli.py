@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,55 @@ def test_shard_flag_is_checked(
     )
     assert code == 0
     assert out.startswith(str(config))
+
+
+def test_every_problem_of_a_serve_is_listed_in_one_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("MODELARTS_AUTH_TOKEN", "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "OS_AUTH_URL"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "bad_rules.yml").write_text("rules:\n  - name: b\n    kind: error\n")
+    (tmp_path / "web.yml").write_text("basic_auth_users: {alice: not-a-hash}\n")
+    (tmp_path / "a-file").write_text("not a directory")
+    config = tmp_path / "cfg.yml"
+    config.write_text(
+        GOOD
+        + "rules: {paths: [missing.yml, bad_rules.yml]}\n"
+        + "web: {config_file: web.yml}\n"
+        + f"state: {{path: {tmp_path}/a-file/state.db}}\n"
+    )
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--shard", "9/3")
+    assert code == 2
+    text = err
+    assert "--shard:" in text
+    assert "MODELARTS_AUTH_TOKEN" in text  # no credentials
+    assert "rules.paths[0]" in text
+    assert "missing.yml" in text
+    assert "bad_rules.yml" in text  # the broken rule file
+    assert "basic_auth_users" in text
+    assert "state.path" in text
+    assert "Traceback" not in text
+
+
+def test_a_busy_listen_address_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "cfg.yml"
+        config.write_text(GOOD + f"state: {{path: {tmp_path}/state.db}}\n")
+        code, _, err = run(
+            capsys,
+            "serve",
+            "--config.file",
+            str(config),
+            "--web.listen-address",
+            f"127.0.0.1:{port}",
+        )
+    assert code == 1
+    assert err.strip() == (
+        f"modelarts-exporter: web.listen_address 127.0.0.1:{port}: Address already in use"
+    )

@@ -550,7 +550,7 @@ def test_rules_check_and_test_exit_codes(
     assert main(["rules", "check"]) == 0
     assert main(["rules", "check", str(good)]) == 0
     assert main(["rules", "test", "--no-default-rules", str(good)]) == 0
-    assert "ok: 1 examples of 1 rules in 1 files" in capsys.readouterr().out
+    assert "ok: 1 examples of 1 rules in 1 file" in capsys.readouterr().out
 
     assert main(["rules", "test", "--no-default-rules", str(failing)]) == 1
     err = capsys.readouterr().err

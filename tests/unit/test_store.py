@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cursor import CursorState
-from exporter.store import JobState, Store, TaskState, decode_task, encode_task
+from exporter.store import JobState, StateError, Store, TaskState, decode_task, encode_task
 
 
 def _task() -> TaskState:
@@ -164,3 +164,15 @@ def test_memory_only_store_needs_no_file() -> None:
     store.commit(_task())
     assert ("job-1", "worker-0") in store.snapshot().tasks
     store.close()
+
+
+def test_one_state_file_serves_one_exporter(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    first = Store(path)
+    first.open()
+    second = Store(path)
+    with pytest.raises(StateError, match="another running exporter"):
+        second.open()
+    first.close()
+    second.open()  # free again
+    second.close()

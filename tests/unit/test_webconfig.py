@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import ssl
 import textwrap
 from collections.abc import Callable
@@ -203,11 +204,17 @@ def test_bad_hashes_and_users(write: Write) -> None:
 
 
 def test_bad_headers(write: Write) -> None:
-    path = write('http_server_config: {headers: {"Bad Name": x, X-Ok: "a\\r\\nSet-Cookie: x"}}\n')
+    path = write(
+        "http_server_config: {headers: "
+        '{"Bad Name": x, X-Frame-Options: "a\\r\\nSet-Cookie: x", Content-Type: text/html}}\n'
+    )
     assert problems_of(path) == [
         f"{path}: http_server_config.headers.Bad Name: invalid key: not a valid HTTP header name",
-        f"{path}: http_server_config.headers.X-Ok: HTTP header values must not contain "
-        "control characters",
+        f"{path}: http_server_config.headers.Content-Type: invalid key: not one of the headers "
+        "a web config may set: Strict-Transport-Security, X-Content-Type-Options, "
+        "X-Frame-Options, X-XSS-Protection, Content-Security-Policy",
+        f"{path}: http_server_config.headers.X-Frame-Options: HTTP header values must not "
+        "contain control characters",
     ]
 
 
@@ -384,3 +391,26 @@ def test_password_never_in_repr(users: WebConfig) -> None:
     users.check_basic_auth(basic("alice", PASSWORD))
     assert PASSWORD not in repr(users)
     assert PASSWORD not in str(users)
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    first = ca.issue_cert("127.0.0.1")
+    first.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    first.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    path = tmp_path / "web.yml"
+    path.write_text("tls_server_config: {cert_file: tls.crt, key_file: tls.key}\n")
+    provider = load_web_config(path).ssl_context_provider()
+    assert provider is not None
+    before = provider()
+    assert provider() is before  # unchanged files: the same context
+    renewed = ca.issue_cert("127.0.0.1")
+    renewed.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    renewed.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    stamp = os.stat(tmp_path / "tls.crt").st_mtime + 10
+    os.utime(tmp_path / "tls.crt", (stamp, stamp))
+    after = provider()
+    assert after is not before
+    (tmp_path / "tls.key").write_text("broken")
+    os.utime(tmp_path / "tls.key", (stamp + 10, stamp + 10))
+    assert provider() is after  # unusable files: the last good context stays
