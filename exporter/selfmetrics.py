@@ -109,7 +109,12 @@ class SelfMetrics:
             registry=registry,
         )
         self.rule_matches = Counter(
-            f"{prefix}_rule_matches", "Log lines a rule matched.", ["rule"], registry=registry
+            f"{prefix}_rule_matches",
+            "Log lines a rule matched. Rules keeping only the last value (exit code, loss, "
+            "unlabelled gauges) read back from the end of each block and count the lines they "
+            "read.",
+            ["rule"],
+            registry=registry,
         )
         self.rule_errors = Counter(
             f"{prefix}_rule_errors",
