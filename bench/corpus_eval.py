@@ -3,7 +3,7 @@
     python bench/corpus_eval.py CORPUS_DIR [--rules PATH]... [--no-default-rules]
 
 Every ``NAME.log`` under CORPUS_DIR (subfolders included) that has a
-``NAME.expected.json`` beside it goes through the real engine (``exporter.rules``), the
+``NAME.expected.json`` beside it goes through the real engine (``modelarts_exporter.rules``), the
 whole file as one block, normalised as the exporter does (``RuleSet.scan``). Printed:
 
 * final exit code accuracy (``final_exit_code``; "none printed" must also agree);
@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.rules import RuleSet, ScanResult, load_rules
+from modelarts_exporter.rules import RuleSet, ScanResult, load_rules
 
 GOAL_EXIT, GOAL_LOSS, GOAL_F1 = 0.98, 0.95, 0.95
 

@@ -15,11 +15,11 @@ import random
 import statistics
 import time
 
-from exporter.cursor import CursorState, advance
-from exporter.modelarts.types import LogPreview
-from exporter.pipeline import Limits, apply_preview
-from exporter.rules import RuleSet, load_rules
-from exporter.store import TaskState
+from modelarts_exporter.cursor import CursorState, advance
+from modelarts_exporter.modelarts.types import LogPreview
+from modelarts_exporter.pipeline import Limits, apply_preview
+from modelarts_exporter.rules import RuleSet, load_rules
+from modelarts_exporter.store import TaskState
 
 WINDOW = 5 * 1024 * 1024
 ROUNDS = 30

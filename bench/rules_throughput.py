@@ -11,7 +11,7 @@ and CRLF. Then, in one run, it prints:
 1. in-process: MB/s of ``RuleSet.scan`` over the window, and of a straightforward
    implementation (every shipped rule compiled with Python ``re``, ``re.search`` on every
    line, after the same splitting and normalising), and the speed-up (goal >= 30x);
-2. whole process: ``python -m exporter analyze WINDOW`` (start-up, imports, rule loading
+2. whole process: ``python -m modelarts_exporter analyze WINDOW`` (start-up, imports, rule loading
    and validation included) against the straightforward implementation as a script of
    its own (only ``re`` and ``yaml`` imported, loading the same rule files), and the
    speed-up (goal >= 10x). Both run with their bytecode cached (in a temporary
@@ -38,8 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.rules import RuleSet, ScanResult, default_rules_dir, load_rules
-from exporter.rules.model import NUM
+from modelarts_exporter.rules import RuleSet, ScanResult, default_rules_dir, load_rules
+from modelarts_exporter.rules.model import NUM
 
 GOAL_IN_PROCESS, GOAL_PROCESS = 30.0, 10.0
 
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(NAIVE_SCRIPT)
         pycache = Path(tmp) / "pycache"
         analyze_cold, analyze_s, analyze_cpu, analyze_out = _process_seconds(
-            [sys.executable, "-m", "exporter", "analyze", str(log)], args.repeat, pycache
+            [sys.executable, "-m", "modelarts_exporter", "analyze", str(log)], args.repeat, pycache
         )
         _, script_s, script_cpu, script_out = _process_seconds(
             [sys.executable, str(script), str(log), str(default_rules_dir())], 1, pycache

@@ -59,7 +59,7 @@ TOKEN = "scale-bench-token"  # noqa: S105 (the simulator's own credential)
 
 def command() -> list[str]:
     """How to run ``modelarts-exporter``: $SCALE_BENCH_COMMAND (split like a shell), else
-    the venv's script, else the one on PATH, else ``python -m exporter``."""
+    the venv's script, else the one on PATH, else ``python -m modelarts_exporter``."""
     override = os.environ.get("SCALE_BENCH_COMMAND")
     if override:
         return shlex.split(override)
@@ -67,7 +67,7 @@ def command() -> list[str]:
     if script.exists():
         return [str(script)]
     found = shutil.which("modelarts-exporter")
-    return [found] if found else [sys.executable, "-m", "exporter"]
+    return [found] if found else [sys.executable, "-m", "modelarts_exporter"]
 
 
 def free_port() -> int:

@@ -1,5 +1,5 @@
-"""``python -m exporter``: the same as the ``modelarts-exporter`` command."""
+"""``python -m modelarts_exporter``: the same as the ``modelarts-exporter`` command."""
 
-from exporter.cli import main
+from .cli import main
 
 raise SystemExit(main())

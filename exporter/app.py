@@ -16,18 +16,18 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from exporter.collector import StoreCollector
-from exporter.config import Config, Credentials
-from exporter.discovery import Discovery, DiscoverySettings
-from exporter.modelarts.client import ModelArtsClient, RetryPolicy, new_session
-from exporter.modelarts.throttle import Throttle
-from exporter.pipeline import Limits
-from exporter.rules import Rule, RuleSet, load_rules
-from exporter.scheduler import CollectSettings, Poller
-from exporter.selfmetrics import SelfMetrics
-from exporter.server import HTTPServer, make_app
-from exporter.store import StateError, Store
-from exporter.webconfig import WebConfig, load_web_config
+from .collector import StoreCollector
+from .config import Config, Credentials
+from .discovery import Discovery, DiscoverySettings
+from .modelarts.client import ModelArtsClient, RetryPolicy, new_session
+from .modelarts.throttle import Throttle
+from .pipeline import Limits
+from .rules import Rule, RuleSet, load_rules
+from .scheduler import CollectSettings, Poller
+from .selfmetrics import SelfMetrics
+from .server import HTTPServer, make_app
+from .store import StateError, Store
+from .webconfig import WebConfig, load_web_config
 
 log = logging.getLogger("exporter")
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from exporter import __version__
+from . import __version__
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_DEMO_ADDRESS = "127.0.0.1:9958"
@@ -197,9 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from exporter.config import ConfigError, load_config, resolve_credentials
-    from exporter.rules import RuleError, load_rules
-    from exporter.webconfig import load_web_config
+    from .config import ConfigError, load_config, resolve_credentials
+    from .rules import RuleError, load_rules
+    from .webconfig import load_web_config
 
     try:
         config = load_config(args.config_file)
@@ -247,7 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
             f"{credentials.source}; not checked with ModelArts)"
         )
         return EXIT_OK
-    from exporter.app import Exporter, StartError
+    from .app import Exporter, StartError
 
     try:
         exporter = Exporter(config, credentials, rules=rules, web=web)
@@ -276,9 +276,9 @@ def _state_path_problems(config_file: str, path: Path) -> list[str]:
 def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    from exporter.app import Exporter, StartError
-    from exporter.config import Credentials, default_config, parse_listen_address
-    from exporter.simulator import SimAuth, Simulator, demo_scenario
+    from .app import Exporter, StartError
+    from .config import Credentials, default_config, parse_listen_address
+    from .simulator import SimAuth, Simulator, demo_scenario
 
     try:
         parse_listen_address(args.listen_address)
@@ -325,11 +325,11 @@ def _read(name: str) -> bytes:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from exporter.families import build_families, render_text
-    from exporter.modelarts.types import LogPreview
-    from exporter.pipeline import Limits, apply_preview
-    from exporter.rules import RuleError, RuleSet, load_rules
-    from exporter.store import JobState, Snapshot, TaskState
+    from .families import build_families, render_text
+    from .modelarts.types import LogPreview
+    from .pipeline import Limits, apply_preview
+    from .rules import RuleError, RuleSet, load_rules
+    from .store import JobState, Snapshot, TaskState
 
     try:
         rules = load_rules(args.rules, include_default=not args.no_default_rules)
@@ -361,7 +361,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 
 def _rules(args: argparse.Namespace) -> int:
-    from exporter.rules import RuleError, RuleSet, load_rules
+    from .rules import RuleError, RuleSet, load_rules
 
     try:
         rules = load_rules(args.paths, include_default=not args.no_default_rules)
@@ -390,8 +390,8 @@ def _simulate(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from exporter.config import parse_listen_address
-    from exporter.simulator import SimAuth, Simulator, demo_scenario, scale_scenario
+    from .config import parse_listen_address
+    from .simulator import SimAuth, Simulator, demo_scenario, scale_scenario
 
     try:
         host, port = parse_listen_address(args.listen_address)

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from exporter.families import build_families, render
-from exporter.rules.model import Rule
-from exporter.store import Snapshot
+from .families import build_families, render
+from .rules.model import Rule
+from .store import Snapshot
 
 
 class StoreCollector:

@@ -85,13 +85,13 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from exporter.modelarts.auth import AkSkAuth, Auth, PasswordAuth, TokenAuth
-from exporter.modelarts.types import ACTIVE_PHASES, PHASES
+from .modelarts.auth import AkSkAuth, Auth, PasswordAuth, TokenAuth
+from .modelarts.types import ACTIVE_PHASES, PHASES
 
 if TYPE_CHECKING:
     import requests
 
-    from exporter.modelarts.client import RequestObserver
+    from .modelarts.client import RequestObserver
 
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9958"
 DEFAULT_STATE_PATH = "modelarts-exporter-state.db"
@@ -707,7 +707,7 @@ class Credentials:
         project_id: str,
         observer: RequestObserver | None = None,
     ) -> Auth:
-        """The matching :mod:`exporter.modelarts.auth` object; ConfigError if unusable.
+        """The matching :mod:`modelarts_exporter.modelarts.auth` object; ConfigError if unusable.
 
         IAM login is scoped to ``project_name``/``project_id`` when given, else to
         ``project_id`` (the ModelArts project); it uses ``verify`` and ``timeout``.

@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from exporter.modelarts.errors import JobNotFoundError, ModelArtsError
-from exporter.modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
-from exporter.store import JobState, Store
+from .modelarts.errors import JobNotFoundError, ModelArtsError
+from .modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
+from .store import JobState, Store
 
 log = logging.getLogger("exporter.discovery")
 

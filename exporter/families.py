@@ -12,9 +12,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.modelarts.types import PHASES
-from exporter.rules.model import Rule
-from exporter.store import Snapshot, TaskState
+from .modelarts.types import PHASES
+from .rules.model import Rule
+from .store import Snapshot, TaskState
 
 TASK_LABELS = ("training_job_id", "task_id")
 

@@ -11,10 +11,10 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from exporter.cursor import advance
-from exporter.modelarts.types import LogPreview
-from exporter.rules.engine import RuleSet, ScanResult, SeriesKey
-from exporter.store import TaskState
+from .cursor import advance
+from .modelarts.types import LogPreview
+from .rules.engine import RuleSet, ScanResult, SeriesKey
+from .store import TaskState
 
 
 @dataclass(frozen=True, slots=True)

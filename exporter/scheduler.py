@@ -22,13 +22,13 @@ from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from exporter.discovery import Discovery
-from exporter.modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError
-from exporter.modelarts.types import TERMINAL_PHASES, LogPreview
-from exporter.pipeline import Limits, apply_preview, failed_poll, no_log_yet
-from exporter.rules.engine import RuleSet
-from exporter.selfmetrics import SelfMetrics
-from exporter.store import JobState, Store, TaskState
+from .discovery import Discovery
+from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError
+from .modelarts.types import TERMINAL_PHASES, LogPreview
+from .pipeline import Limits, apply_preview, failed_poll, no_log_yet
+from .rules.engine import RuleSet
+from .selfmetrics import SelfMetrics
+from .store import JobState, Store, TaskState
 
 log = logging.getLogger("exporter.scheduler")
 

@@ -24,9 +24,9 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
-from exporter import __version__
-from exporter.modelarts.errors import ModelArtsError
-from exporter.rules.engine import ScanResult
+from . import __version__
+from .modelarts.errors import ModelArtsError
+from .rules.engine import ScanResult
 
 POLL_OUTCOMES = ("first", "continued", "unchanged", "gap", "reset", "not_ready", "failed")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)

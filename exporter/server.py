@@ -21,8 +21,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from exporter import __version__
-from exporter.config import parse_listen_address
+from . import __version__
+from .config import parse_listen_address
 
 log = logging.getLogger("exporter.server")
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from exporter.cursor import CursorState
+from .cursor import CursorState
 
 log = logging.getLogger("exporter.store")
 

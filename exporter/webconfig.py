@@ -45,7 +45,7 @@ from typing import Annotated, Literal, Self
 import bcrypt
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, model_validator
 
-from exporter.config import (
+from .config import (
     ConfigError,
     ResolvedPath,
     Section,

@@ -20,11 +20,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
-from exporter.modelarts import errors, signer
-from exporter.modelarts.client import interpret_response, passthrough_auth, transport_error
+from . import errors, signer
+from .client import interpret_response, passthrough_auth, transport_error
 
 if TYPE_CHECKING:
-    from exporter.modelarts.client import RequestObserver
+    from .client import RequestObserver
 
 logger = logging.getLogger("exporter.modelarts")
 

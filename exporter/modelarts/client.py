@@ -3,7 +3,7 @@
 One pooled ``requests.Session``; every attempt is throttled, authenticated (signed or
 token), timed out, reported to an observer, and retried when that is safe: 429 after
 ``Retry-After``, 5xx and transport failures with capped exponential backoff and full
-jitter. All failures surface as the typed errors of :mod:`exporter.modelarts.errors`.
+jitter. All failures surface as the typed errors of :mod:`modelarts_exporter.modelarts.errors`.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
-from exporter import __version__
-from exporter.modelarts import errors
-from exporter.modelarts.types import LogPreview, TrainingJob
+from .. import __version__
+from . import errors
+from .types import LogPreview, TrainingJob
 
 if TYPE_CHECKING:
-    from exporter.modelarts.auth import Auth
-    from exporter.modelarts.throttle import Throttle
+    from .auth import Auth
+    from .throttle import Throttle
 
 logger = logging.getLogger("exporter.modelarts")
 
@@ -108,7 +108,7 @@ class _InvalidJob(ValueError):
 class ModelArtsClient:
     """The three ModelArts calls the exporter needs, with retries and typed errors.
 
-    ``auth`` is a :class:`exporter.modelarts.auth.Auth`. ``sleep`` and ``rng`` drive the
+    ``auth`` is a :class:`modelarts_exporter.modelarts.auth.Auth`. ``sleep`` and ``rng`` drive the
     retry delays and are injectable for tests; ``throttle`` (shared by all threads using
     this client) limits the request rate and is paused on HTTP 429.
     """

@@ -1,7 +1,7 @@
 """Rules: what to extract from log lines (loading, validation) and the matcher."""
 
-from exporter.rules.engine import Loss, RuleSet, ScanResult, label_value
-from exporter.rules.model import NUM, Rule, RuleError, default_rules_dir, load_rules
+from .engine import Loss, RuleSet, ScanResult, label_value
+from .model import NUM, Rule, RuleError, default_rules_dir, load_rules
 
 __all__ = [
     "NUM",

@@ -23,8 +23,8 @@ from typing import Any
 
 import re2
 
-from exporter.rules.model import NUM, Example, Rule, parse_number, re2_options
-from exporter.rules.normalize import normalize
+from .model import NUM, Example, Rule, parse_number, re2_options
+from .normalize import normalize
 
 _UNANCHORED = re2._Anchor.UNANCHORED
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
 
-from exporter.simulator.model import SimJob
+from .model import SimJob
 
 JSON_TYPE = "application/json;charset=UTF-8"
 MAX_LIMIT = 50

@@ -1,7 +1,7 @@
 """Credentials the simulator accepts, checked like the API gateway and IAM would.
 
 Three kinds: static ``X-Auth-Token`` values; AK/SK signatures
-(``SDK-HMAC-SHA256``), recomputed with ``exporter.modelarts.signer`` over the request as
+(``SDK-HMAC-SHA256``), recomputed with ``modelarts_exporter.modelarts.signer`` over the request as
 received; tokens issued by the simulated IAM password login ``POST /v3/auth/tokens``.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from exporter.modelarts import signer
-from exporter.simulator.api import (
+from ..modelarts import signer
+from .api import (
     ApiError,
     Request,
     gateway_error,

@@ -11,8 +11,8 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.modelarts.types import PHASES, TERMINAL_PHASES
-from exporter.simulator.logs import Chunk, LineStream
+from ..modelarts.types import PHASES, TERMINAL_PHASES
+from .logs import Chunk, LineStream
 
 DEFAULT_ENGINE = ("PyTorch", "PyTorch-2.1.0-python3.10")
 DEFAULT_FLAVOR = "modelarts.p3.large.public"

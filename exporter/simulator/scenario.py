@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.simulator import logs
-from exporter.simulator.logs import LineStream, TaskInfo
-from exporter.simulator.model import (
+from . import logs
+from .logs import LineStream, TaskInfo
+from .model import (
     DEFAULT_ENGINE,
     DEFAULT_FLAVOR,
     SimJob,

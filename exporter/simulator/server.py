@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl
 
-from exporter.modelarts.types import TERMINAL_PHASES
-from exporter.simulator.api import (
+from ..modelarts.types import TERMINAL_PHASES
+from .api import (
     JSON_TYPE,
     ApiError,
     Request,
@@ -36,9 +36,9 @@ from exporter.simulator.api import (
     parse_search,
     search_response,
 )
-from exporter.simulator.auth import Authenticator, SimAuth, credential_kind
-from exporter.simulator.logs import decode_window
-from exporter.simulator.model import (
+from .auth import Authenticator, SimAuth, credential_kind
+from .logs import decode_window
+from .model import (
     DEFAULT_ENGINE,
     DEFAULT_FLAVOR,
     SimJob,
@@ -46,7 +46,7 @@ from exporter.simulator.model import (
     TaskLog,
     validate_phase,
 )
-from exporter.simulator.scenario import Scenario
+from .scenario import Scenario
 
 logger = logging.getLogger("exporter.simulator")
 

@@ -1,7 +1,7 @@
 """An in-process exporter pipeline against the simulator, for the bad-input tests.
 
-The pieces of ``exporter.app.Exporter`` are built here by hand so that the tests can inject
-what the app does not expose: a fake clock for the poller (backoff is measured in it), a
+The pieces of ``modelarts_exporter.app.Exporter`` are built here by hand so that the tests can
+inject what the app does not expose: a fake clock for the poller (backoff is measured in it), a
 recording ``sleep`` for the client's retries and the throttle (no real sleeping), and a
 small read timeout. Cycles are driven with ``Poller.run_cycle``; no scheduler thread runs.
 
@@ -20,16 +20,16 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import StoreCollector
-from exporter.discovery import Discovery, DiscoverySettings
-from exporter.modelarts.auth import TokenAuth
-from exporter.modelarts.client import ModelArtsClient, RetryPolicy
-from exporter.modelarts.throttle import Throttle
-from exporter.rules import RuleError, RuleSet, load_rules
-from exporter.scheduler import CollectSettings, CycleReport, Poller
-from exporter.selfmetrics import SelfMetrics
-from exporter.simulator import SimAuth, Simulator
-from exporter.store import Store, TaskState
+from modelarts_exporter.collector import StoreCollector
+from modelarts_exporter.discovery import Discovery, DiscoverySettings
+from modelarts_exporter.modelarts.auth import TokenAuth
+from modelarts_exporter.modelarts.client import ModelArtsClient, RetryPolicy
+from modelarts_exporter.modelarts.throttle import Throttle
+from modelarts_exporter.rules import RuleError, RuleSet, load_rules
+from modelarts_exporter.scheduler import CollectSettings, CycleReport, Poller
+from modelarts_exporter.selfmetrics import SelfMetrics
+from modelarts_exporter.simulator import SimAuth, Simulator
+from modelarts_exporter.store import Store, TaskState
 
 TOKEN = "badinput-token-5b7e0c"  # the simulator's credential
 MARKER = "badinput_mark"

@@ -107,7 +107,7 @@ class ExporterProcess:
         self.argv = [
             sys.executable,
             "-m",
-            "exporter",
+            "modelarts_exporter",
             "--log.level",
             log_level,
             "serve",

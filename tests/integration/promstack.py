@@ -369,9 +369,9 @@ class Stack:
 
 
 def exporter_command() -> list[str]:
-    """The installed console script next to this Python, else ``python -m exporter``."""
+    """The installed console script next to this Python, else ``python -m modelarts_exporter``."""
     script = shutil.which("modelarts-exporter", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "exporter"]
+    return [script] if script else [sys.executable, "-m", "modelarts_exporter"]
 
 
 @contextmanager

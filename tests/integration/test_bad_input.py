@@ -26,10 +26,10 @@ import requests
 from badinput_helpers import BAD, MARKER, OTHERS, TASKS, TOKEN, FakeSleep, Key, World
 from helpers import free_port, wait_for
 
-from exporter.modelarts import errors
-from exporter.modelarts.auth import TokenAuth
-from exporter.modelarts.client import ModelArtsClient, RetryPolicy
-from exporter.simulator import Fault
+from modelarts_exporter.modelarts import errors
+from modelarts_exporter.modelarts.auth import TokenAuth
+from modelarts_exporter.modelarts.client import ModelArtsClient, RetryPolicy
+from modelarts_exporter.simulator import Fault
 
 MANY = 1000
 """Fault.times for a fault that lasts until clear_faults()."""

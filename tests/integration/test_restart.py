@@ -13,7 +13,7 @@ from pathlib import Path
 
 from helpers import ExporterProcess, Samples, series, wait_for, write_config
 
-from exporter.simulator import SimAuth, Simulator
+from modelarts_exporter.simulator import SimAuth, Simulator
 
 TOKEN = "restart-token"
 COUNTERS = (

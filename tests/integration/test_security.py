@@ -29,13 +29,13 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import Exporter
-from exporter.config import Credentials, default_config
-from exporter.modelarts import errors
-from exporter.modelarts.auth import AkSkAuth, Auth, PasswordAuth, TokenAuth
-from exporter.modelarts.client import ModelArtsClient, RetryPolicy
-from exporter.simulator import Fault, SimAuth, Simulator
-from exporter.store import JobState, Store, TaskState
+from modelarts_exporter.app import Exporter
+from modelarts_exporter.config import Credentials, default_config
+from modelarts_exporter.modelarts import errors
+from modelarts_exporter.modelarts.auth import AkSkAuth, Auth, PasswordAuth, TokenAuth
+from modelarts_exporter.modelarts.client import ModelArtsClient, RetryPolicy
+from modelarts_exporter.simulator import Fault, SimAuth, Simulator
+from modelarts_exporter.store import JobState, Store, TaskState
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 MANY = 10_000

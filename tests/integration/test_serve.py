@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import ExporterProcess, series, wait_for, write_config
 
-from exporter.simulator import SimAuth, Simulator
+from modelarts_exporter.simulator import SimAuth, Simulator
 
 TOKEN = "test-token-0123"
 AK, SK = "QTWAOYTTINDUT2QVKYUC", "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc"

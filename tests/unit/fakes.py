@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from exporter.modelarts.errors import JobNotFoundError, ModelArtsError
-from exporter.modelarts.types import LogPreview, TrainingJob
+from modelarts_exporter.modelarts.errors import JobNotFoundError, ModelArtsError
+from modelarts_exporter.modelarts.types import LogPreview, TrainingJob
 
 
 class FakeClock:

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import pytest
 from httpfake import FakeServer, Recorded, Reply, json_reply, refused_url
 
-from exporter.modelarts import errors, signer
-from exporter.modelarts.auth import AkSkAuth, Auth, PasswordAuth, TokenAuth
+from modelarts_exporter.modelarts import errors, signer
+from modelarts_exporter.modelarts.auth import AkSkAuth, Auth, PasswordAuth, TokenAuth
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 PASSWORD = "pw-Sup3r-S3cret!"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import __version__
-from exporter.cli import main
+from modelarts_exporter import __version__
+from modelarts_exporter.cli import main
 
 GOOD = """
 modelarts:
@@ -132,7 +132,10 @@ def test_rules_commands(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
 
 def test_python_dash_m_works() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "modelarts_exporter", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0
     assert __version__ in result.stdout

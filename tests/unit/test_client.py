@@ -15,12 +15,12 @@ import requests
 from httpfake import FakeServer, Recorded, Reply, json_reply, refused_url
 from urllib3.exceptions import ReadTimeoutError
 
-from exporter.modelarts import client as client_module
-from exporter.modelarts import errors
-from exporter.modelarts.auth import AkSkAuth, PasswordAuth, TokenAuth
-from exporter.modelarts.client import ModelArtsClient, RetryPolicy, parse_retry_after
-from exporter.modelarts.throttle import Throttle
-from exporter.modelarts.types import LogPreview, TrainingJob
+from modelarts_exporter.modelarts import client as client_module
+from modelarts_exporter.modelarts import errors
+from modelarts_exporter.modelarts.auth import AkSkAuth, PasswordAuth, TokenAuth
+from modelarts_exporter.modelarts.client import ModelArtsClient, RetryPolicy, parse_retry_after
+from modelarts_exporter.modelarts.throttle import Throttle
+from modelarts_exporter.modelarts.types import LogPreview, TrainingJob
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 TOKEN = "MIIclient-test-token"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from exporter import config as config_module
-from exporter.config import (
+from modelarts_exporter import config as config_module
+from modelarts_exporter.config import (
     Config,
     ConfigError,
     Credentials,
@@ -19,7 +19,7 @@ from exporter.config import (
     parse_listen_address,
     resolve_credentials,
 )
-from exporter.modelarts.auth import AkSkAuth, PasswordAuth, TokenAuth
+from modelarts_exporter.modelarts.auth import AkSkAuth, PasswordAuth, TokenAuth
 
 ENDPOINT = "https://modelarts.eu-de.otc.t-systems.com"
 PROJECT = "0123456789abcdef0123456789abcdef"

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from exporter.cursor import TAIL_BYTES, Advance, CursorState, advance, count_lines
-from exporter.store import decode_cursor, encode_cursor
+from modelarts_exporter.cursor import TAIL_BYTES, Advance, CursorState, advance, count_lines
+from modelarts_exporter.store import decode_cursor, encode_cursor
 
 
 def _incomplete_tail(data: bytes) -> int:

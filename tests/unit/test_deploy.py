@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import default_config, load_config
+from modelarts_exporter.config import default_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "deploy" / "kubernetes" / "modelarts-exporter.yaml"

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from fakes import FakeClock, FakeModelArts
 
-from exporter.discovery import Discovery, DiscoverySettings, shard_of
-from exporter.modelarts.errors import ServerError
-from exporter.modelarts.types import TrainingJob
-from exporter.store import Store
+from modelarts_exporter.discovery import Discovery, DiscoverySettings, shard_of
+from modelarts_exporter.modelarts.errors import ServerError
+from modelarts_exporter.modelarts.types import TrainingJob
+from modelarts_exporter.store import Store
 
 HOUR = 3600.0
 

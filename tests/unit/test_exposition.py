@@ -15,12 +15,12 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
 
-from exporter.collector import StoreCollector
-from exporter.families import Family, build_families, render, render_text
-from exporter.rules import load_rules
-from exporter.rules.model import Rule, compile_pattern
-from exporter.server import make_app
-from exporter.store import JobState, Snapshot, TaskState
+from modelarts_exporter.collector import StoreCollector
+from modelarts_exporter.families import Family, build_families, render, render_text
+from modelarts_exporter.rules import load_rules
+from modelarts_exporter.rules.model import Rule, compile_pattern
+from modelarts_exporter.server import make_app
+from modelarts_exporter.store import JobState, Snapshot, TaskState
 
 JOB = JobState("job-1", "llm-sft", "Running", ("worker-0",), "PyTorch 2.1", "gpu.8v100")
 

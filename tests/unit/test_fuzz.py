@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from requests.structures import CaseInsensitiveDict
 
-from exporter.collector import StoreCollector
-from exporter.config import ConfigError, load_config
-from exporter.cursor import CursorState, advance, count_lines
-from exporter.modelarts import client as client_module
-from exporter.modelarts.auth import TokenAuth
-from exporter.modelarts.client import (
+from modelarts_exporter.collector import StoreCollector
+from modelarts_exporter.config import ConfigError, load_config
+from modelarts_exporter.cursor import CursorState, advance, count_lines
+from modelarts_exporter.modelarts import client as client_module
+from modelarts_exporter.modelarts.auth import TokenAuth
+from modelarts_exporter.modelarts.client import (
     ModelArtsClient,
     RetryPolicy,
     interpret_response,
@@ -39,11 +39,11 @@ from exporter.modelarts.client import (
     parse_job,
     parse_retry_after,
 )
-from exporter.modelarts.errors import ModelArtsError
-from exporter.modelarts.types import LogPreview, TrainingJob
-from exporter.rules import RuleError, RuleSet, label_value, load_rules
-from exporter.rules.model import load_rule_file
-from exporter.store import JobState, Snapshot, TaskState
+from modelarts_exporter.modelarts.errors import ModelArtsError
+from modelarts_exporter.modelarts.types import LogPreview, TrainingJob
+from modelarts_exporter.rules import RuleError, RuleSet, label_value, load_rules
+from modelarts_exporter.rules.model import load_rule_file
+from modelarts_exporter.store import JobState, Snapshot, TaskState
 
 PROJECT = "0123456789abcdef0123456789abcdef"
 FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])

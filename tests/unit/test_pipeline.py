@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.modelarts.types import LogPreview
-from exporter.pipeline import Limits, apply_preview
-from exporter.rules import RuleSet, load_rules
-from exporter.store import TaskState, decode_task, encode_task
+from modelarts_exporter.modelarts.types import LogPreview
+from modelarts_exporter.pipeline import Limits, apply_preview
+from modelarts_exporter.rules import RuleSet, load_rules
+from modelarts_exporter.store import TaskState, decode_task, encode_task
 
 
 def preview(log: bytes) -> LogPreview:

@@ -1,4 +1,4 @@
-"""The rule engine (exporter.rules.engine), the loader (model.py) and normalize.py.
+"""The rule engine (modelarts_exporter.rules.engine), the loader (model.py) and normalize.py.
 
 Rules here are small YAML files written per test, loaded without the shipped ones.
 """
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli import main
-from exporter.rules import RuleError, RuleSet, load_rules
-from exporter.rules import engine as engine_module
-from exporter.rules.engine import CHUNK_BYTES, label_value
-from exporter.rules.normalize import normalize
+from modelarts_exporter.cli import main
+from modelarts_exporter.rules import RuleError, RuleSet, load_rules
+from modelarts_exporter.rules import engine as engine_module
+from modelarts_exporter.rules.engine import CHUNK_BYTES, label_value
+from modelarts_exporter.rules.normalize import normalize
 
 
 def write(folder: Path, name: str, text: str) -> Path:

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from exporter.cli import main
-from exporter.rules import Rule, RuleSet, ScanResult, load_rules
-from exporter.rules import engine as engine_module
+from modelarts_exporter.cli import main
+from modelarts_exporter.rules import Rule, RuleSet, ScanResult, load_rules
+from modelarts_exporter.rules import engine as engine_module
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 GOLDEN = sorted(FIXTURES.glob("*.log"))

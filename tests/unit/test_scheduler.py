@@ -11,13 +11,13 @@ import pytest
 from fakes import FakeClock, FakeModelArts
 from prometheus_client import CollectorRegistry
 
-from exporter.discovery import Discovery, DiscoverySettings
-from exporter.modelarts.errors import AuthenticationError, ServerError
-from exporter.modelarts.types import TrainingJob
-from exporter.rules import RuleSet, load_rules
-from exporter.scheduler import CollectSettings, Poller
-from exporter.selfmetrics import SelfMetrics
-from exporter.store import Store
+from modelarts_exporter.discovery import Discovery, DiscoverySettings
+from modelarts_exporter.modelarts.errors import AuthenticationError, ServerError
+from modelarts_exporter.modelarts.types import TrainingJob
+from modelarts_exporter.rules import RuleSet, load_rules
+from modelarts_exporter.scheduler import CollectSettings, Poller
+from modelarts_exporter.selfmetrics import SelfMetrics
+from modelarts_exporter.store import Store
 
 
 def running(job_id: str, *tasks: str, phase: str = "Running", now: float) -> TrainingJob:

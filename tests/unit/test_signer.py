@@ -12,9 +12,9 @@ from httpfake import FakeServer, Recorded, json_reply
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.sdk_request import SdkRequest
 
-from exporter.modelarts import signer
-from exporter.modelarts.auth import AkSkAuth
-from exporter.modelarts.client import ModelArtsClient
+from modelarts_exporter.modelarts import signer
+from modelarts_exporter.modelarts.auth import AkSkAuth
+from modelarts_exporter.modelarts.client import ModelArtsClient
 
 # The HWC API signing guide's test vector.
 VECTOR_AK = "QTWAOYTTINDUT2QVKYUC"

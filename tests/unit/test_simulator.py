@@ -14,8 +14,8 @@ from fakes import FakeClock
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.simulator import Fault, RequestRecord, Simulator
-from exporter.simulator.logs import decode_window
+from modelarts_exporter.simulator import Fault, RequestRecord, Simulator
+from modelarts_exporter.simulator.logs import decode_window
 
 T0 = 1_790_000_000.0
 

@@ -1,6 +1,6 @@
 """The simulator's credential checks (static tokens, AK/SK signatures, IAM password login
-with token expiry) and its rate limit. Requests are signed with exporter.modelarts.signer,
-as the exporter's client signs them."""
+with token expiry) and its rate limit. Requests are signed with
+modelarts_exporter.modelarts.signer, as the exporter's client signs them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import requests
 from fakes import FakeClock
 
-from exporter.modelarts import signer
-from exporter.simulator import RequestRecord, SimAuth, Simulator
+from modelarts_exporter.modelarts import signer
+from modelarts_exporter.simulator import RequestRecord, SimAuth, Simulator
 
 T0 = 1_790_000_000.0
 AK, SK = "QTWAOYTTINDUT2QVKYUC", "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc"

@@ -12,8 +12,8 @@ import pytest
 import requests
 from fakes import FakeClock
 
-from exporter.modelarts.types import TERMINAL_PHASES
-from exporter.simulator import Simulator, demo_scenario, scale_scenario
+from modelarts_exporter.modelarts.types import TERMINAL_PHASES
+from modelarts_exporter.simulator import Simulator, demo_scenario, scale_scenario
 
 T0 = 1_790_000_000.0
 DEMO_JOBS = {

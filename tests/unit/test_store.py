@@ -9,8 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cursor import CursorState
-from exporter.store import JobState, StateError, Store, TaskState, decode_task, encode_task
+from modelarts_exporter.cursor import CursorState
+from modelarts_exporter.store import (
+    JobState,
+    StateError,
+    Store,
+    TaskState,
+    decode_task,
+    encode_task,
+)
 
 
 def _task() -> TaskState:

@@ -13,8 +13,8 @@ import bcrypt
 import pytest
 import trustme
 
-from exporter.config import ConfigError
-from exporter.webconfig import WebConfig, load_web_config
+from modelarts_exporter.config import ConfigError
+from modelarts_exporter.webconfig import WebConfig, load_web_config
 
 PASSWORD = "s3cret-Pass!"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
