@@ -45,15 +45,9 @@ from typing import Annotated, Literal, Self
 import bcrypt
 from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, model_validator
 
-from .config import (
-    ConfigError,
-    ResolvedPath,
-    Section,
-    cross_field,
-    load_yaml,
-    problem_line,
-    readable_file,
-)
+from .config.problems import ConfigError, cross_field, load_yaml, problem_line
+from .config.schema import Section
+from .config.values import ResolvedPath, readable_file
 
 log = logging.getLogger("exporter.webconfig")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from modelarts_exporter import config as config_module
 from modelarts_exporter.config import (
     Config,
     ConfigError,
@@ -19,6 +18,7 @@ from modelarts_exporter.config import (
     parse_listen_address,
     resolve_credentials,
 )
+from modelarts_exporter.config import schema as config_module
 from modelarts_exporter.modelarts.auth import AkSkAuth, PasswordAuth, TokenAuth
 
 ENDPOINT = "https://modelarts.eu-de.otc.t-systems.com"
