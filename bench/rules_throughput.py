@@ -224,14 +224,19 @@ def build_window(size: int, seed: int = 20251127) -> bytes:
 # --- the straightforward implementation -------------------------------------------------
 
 # What one would write first: every rule compiled with Python `re`, searched on every
-# line. Also run as a script of its own (only `re` and `yaml` imported) for the
-# whole-process comparison. Same results as the engine: markers once per line, the last
-# line's exit code and loss, on a line the first loss rule in load order.
+# line, and the vocabulary's reading of every line's pairs (the project's own
+# vocabulary.py, as the engine uses it). Also run as a script of its own (only `re`,
+# `yaml` and the vocabulary imported) for the whole-process comparison. Same results as
+# the engine: markers once per line, the last line's exit code and loss, on a line the
+# first loss rule in load order, else the vocabulary's.
 NAIVE_SCRIPT = r"""
 import re
 import sys
 
 import yaml
+
+from modelarts_exporter.rules.model import signal_number
+from modelarts_exporter.rules.vocabulary import merge, parse_vocabulary
 
 NUM = __NUM__
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -242,24 +247,29 @@ def load(folder):
     import os
 
     rules = []
+    vocabularies = []
     for name in sorted(os.listdir(folder)):
         if name.endswith((".yml", ".yaml")) and not name.startswith("."):
             with open(os.path.join(folder, name), encoding="utf-8") as f:
-                for spec in yaml.safe_load(f)["rules"]:
+                data = yaml.safe_load(f)
+                if "vocabulary" in data:
+                    vocabularies.append(parse_vocabulary(data["vocabulary"], name, []))
+                for spec in data.get("rules", []):
                     unless = spec.get("unless")
                     rules.append((
                         spec,
                         re.compile(spec["pattern"].replace("{NUM}", NUM)),
                         re.compile(unless.replace("{NUM}", NUM)) if unless else None,
                     ))
-    return rules
+    return rules, merge(vocabularies)
 
 
 def number(text):
     return float(text.strip("'\""))
 
 
-def analyze(data, rules):
+def analyze(data, loaded):
+    rules, vocabulary = loaded
     text = data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
     text = CARET.sub("", ANSI.sub("", text))
     markers = {}
@@ -278,12 +288,23 @@ def analyze(data, rules):
                     seen.add(key)
                     markers[key] = markers.get(key, 0) + 1
             elif kind == "exit_code" and code_here is None:
-                code_here = number(m.group("value"))
+                signal = m.groupdict().get("signal")
+                code_here = -signal_number(signal) if signal else number(m.group("value"))
             elif kind == "loss" and loss_here is None:
                 if spec.get("sum"):
                     loss_here = sum(float(n) for n in re.findall(NUM, m.group("value")))
                 else:
                     loss_here = number(m.group("value"))
+        # the vocabulary, on every line: a line's pairs give its training loss (when no
+        # rule above gave one) and the NaN-loss marker
+        facts = vocabulary.read_line(line)
+        if loss_here is None and facts.loss is not None:
+            loss_here = facts.loss.value
+        if any(p.value != p.value or abs(p.value) == float("inf") for p in facts.training_losses):
+            key = ("error", "nan_loss")
+            if key not in seen:
+                seen.add(key)
+                markers[key] = markers.get(key, 0) + 1
         if code_here is not None:
             exit_code = code_here
         if loss_here is not None:

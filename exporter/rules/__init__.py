@@ -1,7 +1,8 @@
 """Rules: what to extract from log lines (loading, validation) and the matcher."""
 
 from .engine import Loss, RuleSet, ScanResult, label_value
-from .model import NUM, Rule, RuleError, default_rules_dir, load_rules
+from .loader import default_rules_dir, load_rules
+from .model import NUM, Rule, RuleError
 
 __all__ = [
     "NUM",

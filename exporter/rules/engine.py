@@ -23,12 +23,17 @@ from typing import Any
 
 import re2
 
-from .model import NUM, Example, Rule, parse_number, re2_options
+from .model import NUM, Example, Rule, parse_number, re2_options, signal_number
 from .normalize import normalize
+from .vocabulary import RUNNING_RANK
 
 _UNANCHORED = re2._Anchor.UNANCHORED
 
 CHUNK_BYTES = 64 * 1024
+
+_LOOKBACK_LINES = 8
+"""A running mean (``avg loss`` at an epoch's end) gives way to a step's own loss printed
+at most this many candidate lines before it."""
 
 _BACKWARD_BYTES = 4096
 """How much a last-value rule reads first, from the end of a chunk (then 4x more)."""
@@ -185,20 +190,17 @@ class RuleSet:
         rule = self.rules[index]
         t0 = time.perf_counter()
         hits = _matching_lines(rule, chunk, 0, len(chunk))
-        marked = 0
+        if rule.extract is not None and rule.kind in {"error", "warning"}:
+            hits = [hit for hit in hits if rule.extract(_line_text(chunk, *hit))]
+        matches = len(hits)
+        failures = 0
         if rule.kind in {"error", "warning"}:
             lines = state.marker_lines.setdefault((rule.kind, rule.marker), set())
             lines.update(offset + line_end for line_end, _ in hits)
-            marked, hits = len(hits), []
-        else:
-            hits = [(offset + line_end, spans) for line_end, spans in hits]
-        matches = len(hits) + marked
-        failures = 0
-        if hits:
-            if rule.kind == "context":
-                self._take_context(index, chunk, hits, state)
-            else:
-                failures = self._take_values(rule, index, chunk, hits, state)
+        elif rule.kind == "context":
+            self._take_context(index, chunk, [(offset + end, spans) for end, spans in hits], state)
+        elif hits:
+            failures = self._take_values(rule, index, chunk, offset, hits, state)
         _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
 
     def _run_last(self, index: int, chunk: bytes, offset: int, state: _State) -> bool:
@@ -211,30 +213,56 @@ class RuleSet:
         t0 = time.perf_counter()
         hi = len(chunk)
         span = _BACKWARD_BYTES
-        matches = failures = 0
+        matches = failures = looked = 0
         found = False
+        fallback: tuple[int, Loss] | None = None
         while hi > 0 and not found:
             lo = 0 if hi <= span else chunk.rfind(b"\n", 0, hi - span) + 1
             hits = _matching_lines(rule, chunk, lo, hi)
             for line_end, spans in reversed(hits):
-                matches += 1
+                if rule.extract is not None:
+                    taken = _extracted(rule, chunk, line_end, spans)
+                    if taken is None:
+                        continue
+                    matches += 1
+                    if fallback is None:
+                        fallback = (line_end, taken[0])
+                    if taken[1] >= RUNNING_RANK and looked < _LOOKBACK_LINES:
+                        looked += 1
+                        continue  # a running mean: a step's loss just before it wins
+                    at, loss = (line_end, taken[0]) if taken[1] < RUNNING_RANK else fallback
+                    _keep_last(state.last, "loss", (offset + at, -index), loss)
+                    found = True
+                    break
                 try:
-                    slot, value = self._value(rule, chunk, spans, ())
+                    slot, value = self._value(rule, chunk, spans, (), line_end)
                 except ValueError:
+                    matches += 1
                     failures += 1
                     continue
+                matches += 1
                 _keep_last(state.last, slot, (offset + line_end, -index), value)
                 found = True
                 break
             hi = lo
             span *= 4
+        if not found and fallback is not None:
+            _keep_last(state.last, "loss", (offset + fallback[0], -index), fallback[1])
+            found = True
         _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
         return found
 
     def _take_values(
-        self, rule: Rule, index: int, chunk: bytes, hits: list[tuple[int, Any]], state: _State
+        self,
+        rule: Rule,
+        index: int,
+        chunk: bytes,
+        offset: int,
+        hits: list[tuple[int, Any]],
+        state: _State,
     ) -> int:
-        """Values from the matching lines of one chunk; returns the unusable ones."""
+        """Values from the matching lines of one chunk (line ends relative to the chunk,
+        which starts at ``offset`` in the block); returns the unusable ones."""
         failures = 0
         result = state.result
         if rule.kind == "counter":
@@ -249,17 +277,24 @@ class RuleSet:
                 previous = result.counters.get(key, (0.0, rule.name))[0]
                 result.counters[key] = (previous + value, rule.name)
             return failures
+        if rule.extract is not None:
+            for line_end, spans in reversed(hits):
+                taken = _extracted(rule, chunk, line_end, spans)
+                if taken is not None:
+                    _keep_last(state.last, "loss", (offset + line_end, -index), taken[0])
+                    break
+            return 0
         done: set[Labels] = set()
         for line_end, spans in reversed(hits):
             try:
                 labels = self._labels(rule, chunk, spans) if rule.labels else ()
                 if labels in done:
                     continue
-                slot, value = self._value(rule, chunk, spans, labels)
+                slot, value = self._value(rule, chunk, spans, labels, line_end)
             except ValueError:
                 failures += 1
                 continue
-            _keep_last(state.last, slot, (line_end, -index), value)
+            _keep_last(state.last, slot, (offset + line_end, -index), value)
             done.add(labels)
             if not rule.labels:
                 break
@@ -276,8 +311,14 @@ class RuleSet:
             if step is not None or epoch is not None:
                 lines.append((line_end, step, epoch))
 
-    def _value(self, rule: Rule, chunk: bytes, spans: Any, labels: Labels) -> tuple[Any, Any]:
+    def _value(
+        self, rule: Rule, chunk: bytes, spans: Any, labels: Labels, line_end: int
+    ) -> tuple[Any, Any]:
         """The slot a matching line fills and its value; ValueError when unusable."""
+        del line_end
+        if rule.group_signal is not None and spans[rule.group_signal][0] >= 0:
+            begin, end = spans[rule.group_signal]
+            return "exit_code", -float(signal_number(chunk[begin:end].decode("ascii", "replace")))
         value = _value_of(rule, chunk, spans)
         if rule.kind == "exit_code":
             if not value.is_integer():
@@ -370,6 +411,8 @@ class RuleSet:
         self._run(index, line, 0, state)
         result = state.result
         matched = result.rule_matches.get(rule.name, 0) > 0
+        if rule.extract is not None and rule.kind not in ("error", "warning"):
+            matched = bool(state.last)  # a candidate line that holds no value is no match
         if not example.match:
             return "" if not matched else f"matched {example.line!r}, which it must not"
         if not matched:
@@ -390,6 +433,23 @@ class RuleSet:
         if example.labels is not None and example.labels != got_labels:
             return f"labels are {got_labels}, expected {example.labels}"
         return ""
+
+
+def _extracted(rule: Rule, chunk: bytes, line_end: int, spans: Any) -> tuple[Loss, int] | None:
+    """A vocabulary loss rule on one candidate line: (loss, rank of its key), or None."""
+    if rule.extract is None:
+        return None
+    found = rule.extract(_line_text(chunk, line_end, spans))
+    if found is None:
+        return None
+    value, step, epoch, rank = found
+    return Loss(value, step, epoch), rank
+
+
+def _line_text(chunk: bytes, line_end: int, spans: Any) -> str:
+    """The text of the line ending at ``line_end`` that holds the match ``spans``."""
+    line_start = chunk.rfind(b"\n", 0, spans[0][0]) + 1
+    return chunk[line_start:line_end].decode("utf-8", "replace")
 
 
 def _tally(result: ScanResult, name: str, matches: int, failures: int, seconds: float) -> None:
@@ -482,6 +542,8 @@ def _number(chunk: bytes, span: tuple[int, int]) -> float:
 
 def _value_of(rule: Rule, chunk: bytes, spans: Any) -> float:
     """The value a matching line gives: its value group, or the sum of its numbers."""
+    if rule.group_value is None:
+        raise ValueError("no value group")
     span = spans[rule.group_value]
     if not rule.sum_value:
         return _number(chunk, span)
@@ -491,7 +553,18 @@ def _value_of(rule: Rule, chunk: bytes, spans: Any) -> float:
     numbers = _NUMBERS.findall(chunk, begin, end)
     if not numbers:
         raise ValueError("no number to add up")
-    return math.fsum(parse_number(n.decode("ascii")) for n in numbers)
+    values = [parse_number(n.decode("ascii")) for n in numbers]
+    if len(values) >= 4 and _is_total(numbers[-1], values[-1], math.fsum(values[:-1])):
+        return values[-1]  # the row prints its total already (YOLOv5/YOLOv7's `total` column)
+    return math.fsum(values)
+
+
+def _is_total(text: bytes, value: float, rest: float) -> bool:
+    """Whether ``value`` (printed as ``text``) is ``rest`` rounded to the digits printed."""
+    if not (math.isfinite(value) and math.isfinite(rest)) or b"e" in text.lower():
+        return False
+    decimals = len(text.partition(b".")[2])
+    return abs(value - rest) <= 10.0**-decimals
 
 
 def _increment(rule: Rule, chunk: bytes, spans: Any) -> float:

@@ -26,7 +26,9 @@ what it feeds, a ``pattern`` (RE2 syntax, run on one log line at a time, unancho
             value: 1520.5
             labels: {rank: '0'}
 
-Named groups: ``value`` (required for exit_code, loss and gauge; optional for counter),
+Named groups: ``value`` (required for exit_code, loss and gauge; optional for counter;
+an exit_code rule may capture ``signal`` instead: a process killed by signal 9,
+``SIGKILL`` or ``Killed`` ends with code -9, as launchers print it),
 ``step`` and ``epoch`` (loss, context), and the groups listed in ``labels``. ``{NUM}`` in
 a pattern stands for a number as training logs print it (``2.5e-3``, ``-0.07``, ``nan``,
 ``inf``...). Patterns run on RE2, a linear-time engine: no pattern can hang the
@@ -75,13 +77,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
 import re2
 import yaml
+
+from .vocabulary import VocabularySpec, parse_vocabulary
 
 NUM = r"[-+]?(?:nan|NaN|NAN|-?inf|inf|Inf|INF|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 """A number as training logs print it."""
@@ -121,6 +125,7 @@ BUILTIN_METRICS = frozenset(
 )
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
+_GROUP_NAME = re.compile(r"\(\?P<(\w+)>")
 _METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 MAX_NAME_LENGTH = 100
@@ -339,14 +344,24 @@ def _parse_rule(data: Any, where: str, problems: list[str]) -> RuleSpec | None:
 
 def parse_rule_file(data: Any, path: str, problems: list[str]) -> list[tuple[str, RuleSpec]]:
     """The rules of one loaded YAML document, each with where it is defined."""
-    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
-        problems.append(f"{path}: rules: missing; a rule file is `rules:` with a list of rules")
+    if not isinstance(data, dict) or not (
+        isinstance(data.get("rules"), list) or "vocabulary" in data
+    ):
+        problems.append(
+            f"{path}: rules: missing; a rule file is `rules:` with a list of rules "
+            "(and/or a `vocabulary:`)"
+        )
         return []
     for key in data:
-        if key != "rules":
-            problems.append(f"{path}: {key}: unknown key (a rule file has only `rules:`)")
+        if key not in ("rules", "vocabulary"):
+            problems.append(
+                f"{path}: {key}: unknown key (a rule file has `rules:` and `vocabulary:`)"
+            )
+    if "rules" in data and not isinstance(data["rules"], list):
+        problems.append(f"{path}: rules: must be a list of rules")
+        return []
     specs = []
-    for index, raw in enumerate(data["rules"]):
+    for index, raw in enumerate(data.get("rules") or []):
         source = f"{path}: rules[{index}]"
         spec = _parse_rule(raw, source, problems)
         if spec is not None:
@@ -374,6 +389,8 @@ class Rule:
     help: str = ""
     labels: tuple[str, ...] = ()
     group_value: int | None = None
+    group_signal: int | None = None
+    """Exit-code rules: a process killed by a signal ends with minus its number (-9)."""
     group_step: int | None = None
     group_epoch: int | None = None
     group_labels: tuple[int, ...] = ()
@@ -382,6 +399,10 @@ class Rule:
     feeds: tuple[str, ...] = ()
     """Context rules: the loss rules whose lines take this rule's step/epoch."""
     examples: tuple[Example, ...] = field(default=())
+    extract: Callable[[str], Any] | None = None
+    """Rules made from the vocabulary (kvrules.py): reads a matching line's text and gives
+    what the line holds (a loss rule: ``(value, step, epoch)``; a marker rule: whether it
+    counts), or None (a loss rule: nothing here, read on)."""
 
 
 def re2_options() -> Any:
@@ -469,7 +490,15 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
     if regex is None:
         return None
     groups: dict[str, int] = regex.groupindex
-    if spec.kind in VALUE_KINDS and "value" not in groups:
+    names = _GROUP_NAME.findall(pattern)
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(
+            f"{where}: pattern: the group {name} is named twice; only the first one would "
+            "capture: put one group around the alternatives"
+        )
+    if spec.kind == "exit_code" and "signal" in groups:
+        pass  # the code is minus the signal's number when the signal group captures
+    elif spec.kind in VALUE_KINDS and "value" not in groups:
         problems.append(
             f"{where}: pattern: needs a (?P<value>...) group, which a {spec.kind} rule "
             "takes its value from"
@@ -504,6 +533,7 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
         help=spec.help or "",
         labels=spec.labels,
         group_value=_group_index(regex, "value") if spec.kind != "context" else None,
+        group_signal=_group_index(regex, "signal") if spec.kind == "exit_code" else None,
         group_step=_group_index(regex, "step") if takes_position else None,
         group_epoch=_group_index(regex, "epoch") if takes_position else None,
         group_labels=tuple(groups[label] for label in spec.labels),
@@ -514,12 +544,15 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
 
 
 def load_rule_file(
-    path: Path, problems: list[str], declared: dict[str, str] | None = None
+    path: Path,
+    problems: list[str],
+    declared: dict[str, str] | None = None,
+    vocabularies: list[VocabularySpec] | None = None,
 ) -> list[Rule]:
     """The rules of one file; problems are appended, never raised.
 
     ``declared`` collects the name and kind of every rule the file declares, those that
-    fail their checks included.
+    fail their checks included; ``vocabularies`` the file's ``vocabulary:`` section.
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -537,6 +570,10 @@ def load_rule_file(
         problems.append(f"{path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}")
         return []
     rules = []
+    if isinstance(data, dict) and "vocabulary" in data:
+        vocabulary = parse_vocabulary(data["vocabulary"], f"{path}: vocabulary", problems)
+        if vocabulary is not None and vocabularies is not None:
+            vocabularies.append(vocabulary)
     for source, spec in parse_rule_file(data, str(path), problems):
         if declared is not None:
             declared.setdefault(spec.name, spec.kind)
@@ -546,74 +583,43 @@ def load_rule_file(
     return rules
 
 
-def default_rules_dir() -> Path:
-    """The shipped rules: inside the installed package, or ``rules/`` of a source tree."""
-    package = Path(__file__).resolve().parent.parent
-    packaged = package / "default_rules"
-    if packaged.is_dir():
-        return packaged
-    return package.parent / "rules"
+SIGNALS = {
+    "SIGHUP": 1,
+    "SIGINT": 2,
+    "SIGQUIT": 3,
+    "SIGILL": 4,
+    "SIGTRAP": 5,
+    "SIGABRT": 6,
+    "SIGBUS": 7,
+    "SIGFPE": 8,
+    "SIGKILL": 9,
+    "SIGUSR1": 10,
+    "SIGSEGV": 11,
+    "SIGUSR2": 12,
+    "SIGPIPE": 13,
+    "SIGALRM": 14,
+    "SIGTERM": 15,
+    "KILLED": 9,
+    "SEGMENTATION FAULT": 11,
+    "ABORTED": 6,
+    "BUS ERROR": 7,
+    "TERMINATED": 15,
+    "FLOATING POINT EXCEPTION": 8,
+    "ILLEGAL INSTRUCTION": 4,
+}
+"""Linux signal numbers, by name and by the words shells print for them."""
 
 
-def rule_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Expand directories to their ``*.yml``/``*.yaml`` files (hidden ones skipped)."""
-    files: list[Path] = []
-    problems: list[str] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.iterdir()
-                    if p.suffix in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
-                )
-            )
-        elif path.is_file():
-            files.append(path)
-        else:
-            problems.append(f"{path}: no such rule file or directory")
-    return files, problems
-
-
-def load_rules(paths: Iterable[Path | str] = (), *, include_default: bool = True) -> list[Rule]:
-    """Load, validate and compile rules: the shipped ones first, then ``paths``.
-
-    Raises RuleError listing every problem (file, rule and reason) at once.
-    """
-    sources = ([default_rules_dir()] if include_default else []) + [Path(p) for p in paths]
-    files, problems = rule_files(sources)
-    rules: list[Rule] = []
-    declared: dict[str, str] = {}
-    for path in files:
-        rules.extend(load_rule_file(path, problems, declared))
-    seen: dict[str, Rule] = {}
-    metric_shapes: dict[str, tuple[str, tuple[str, ...], str]] = {}
-    for rule in rules:
-        for fed in rule.feeds:
-            kind = declared.get(fed)
-            if kind != "loss":
-                article = "an" if kind and kind[0] in "aeiou" else "a"
-                what = "no rule" if kind is None else f"{article} {kind} rule"
-                problems.append(
-                    f"{rule.source} ({rule.name}): feeds: {fed} is {what}; a context rule "
-                    "feeds loss rules"
-                )
-        if rule.name in seen:
-            problems.append(
-                f"{rule.source} ({rule.name}): name: also defined at {seen[rule.name].source}"
-            )
-        seen.setdefault(rule.name, rule)
-        if rule.metric:
-            shape = (rule.kind, tuple(sorted(rule.labels)), rule.source)
-            first = metric_shapes.setdefault(rule.metric, shape)
-            if first[:2] != shape[:2]:
-                problems.append(
-                    f"{rule.source} ({rule.name}): metric: {rule.metric} is fed with another "
-                    f"kind or other labels at {first[2]}"
-                )
-    if problems:
-        raise RuleError(problems)
-    return rules
+def signal_number(text: str) -> int:
+    """The number of a signal printed as ``9``, ``SIGKILL``, ``KILL`` or ``Killed``;
+    ValueError when it is none of these."""
+    text = text.strip().upper()
+    if text.isdigit() and 0 < int(text) < 65:
+        return int(text)
+    number = SIGNALS.get(text) or SIGNALS.get("SIG" + text)
+    if number is None:
+        raise ValueError(f"not a signal: {text!r}")
+    return number
 
 
 def parse_number(text: str) -> float:

@@ -504,6 +504,17 @@ def test_context_and_sum_mistakes(tmp_path: Path) -> None:
     assert "(l1): feeds: only context rules feed other rules" in found
 
 
+def test_a_group_named_twice_is_refused(tmp_path: Path) -> None:
+    # RE2 keeps only the first group of a name: the second alternative would never capture.
+    path = write(
+        tmp_path,
+        "twice.yml",
+        "rules:\n- {name: c, kind: exit_code, pattern: 'a (?P<value>\\d+)|b(?P<value>\\d+)'}\n",
+    )
+    found = "\n".join(problems(path))
+    assert "(c): pattern: the group value is named twice" in found
+
+
 def test_shapes_that_are_not_rule_files(tmp_path: Path) -> None:
     empty = write(tmp_path, "empty.yml", "")
     listed = write(tmp_path, "list.yml", "- name: x\n")
@@ -514,9 +525,12 @@ def test_shapes_that_are_not_rule_files(tmp_path: Path) -> None:
     found = problems(empty, listed, extra, blank, tmp_path / "missing.yml")
     assert f"{blank}: rules[0] (b): pattern: must not be empty" in found
     assert f"{blank}: rules[0] (b): unless: must not be empty" in found
-    assert f"{empty}: rules: missing; a rule file is `rules:` with a list of rules" in found
-    assert f"{listed}: rules: missing; a rule file is `rules:` with a list of rules" in found
-    assert f"{extra}: version: unknown key (a rule file has only `rules:`)" in found
+    missing = (
+        "rules: missing; a rule file is `rules:` with a list of rules (and/or a `vocabulary:`)"
+    )
+    assert f"{empty}: {missing}" in found
+    assert f"{listed}: {missing}" in found
+    assert f"{extra}: version: unknown key (a rule file has `rules:` and `vocabulary:`)" in found
     assert f"{tmp_path / 'missing.yml'}: no such rule file or directory" in found
 
 

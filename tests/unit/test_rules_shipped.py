@@ -102,12 +102,13 @@ def test_the_shipped_files_are_organised_by_purpose(rules: list[Rule]) -> None:
         "exit_codes.yml": {"exit_code"},
         "loss.yml": {"loss", "context"},
         "warnings.yml": {"warning"},
+        "vocabulary": {"loss", "error"},
     }
 
 
-def test_the_generic_loss_rule_comes_after_every_specific_one(rules: list[Rule]) -> None:
-    losses = [r.name for r in rules if r.kind == "loss"]
-    assert losses[-1] == "generic_loss"
+def test_the_vocabulary_comes_after_every_specific_rule(rules: list[Rule]) -> None:
+    assert [r.name for r in rules[-2:]] == ["kv_loss", "kv_nan_loss"]
+    assert all(r.source != "vocabulary" for r in rules[:-2])
 
 
 # --- golden logs --------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""Loading rule files: the shipped ones first, then the user's, into compiled rules.
+
+Every problem of every file is collected and raised at once (RuleError), each on one
+line naming the file, the rule and the key. The files' ``vocabulary:`` sections are
+merged and turned into the key/value rules (kvrules.py), which come last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from .kvrules import vocabulary_rules
+from .model import Rule, RuleError, load_rule_file
+from .vocabulary import VocabularySpec
+
+
+def default_rules_dir() -> Path:
+    """The shipped rules: inside the installed package, or ``rules/`` of a source tree."""
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "default_rules"
+    if packaged.is_dir():
+        return packaged
+    return package.parent / "rules"
+
+
+def rule_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Expand directories to their ``*.yml``/``*.yaml`` files (hidden ones skipped)."""
+    files: list[Path] = []
+    problems: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
+                )
+            )
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(f"{path}: no such rule file or directory")
+    return files, problems
+
+
+def load_rules(paths: Iterable[Path | str] = (), *, include_default: bool = True) -> list[Rule]:
+    """Load, validate and compile rules: the shipped ones first, then ``paths``.
+
+    Raises RuleError listing every problem (file, rule and reason) at once.
+    """
+    sources = ([default_rules_dir()] if include_default else []) + [Path(p) for p in paths]
+    files, problems = rule_files(sources)
+    rules: list[Rule] = []
+    declared: dict[str, str] = {}
+    vocabularies: list[VocabularySpec] = []
+    for path in files:
+        rules.extend(load_rule_file(path, problems, declared, vocabularies))
+    generated = vocabulary_rules(vocabularies, problems)[1]
+    rules.extend(generated)
+    for rule in generated:
+        declared.setdefault(rule.name, rule.kind)
+    seen: dict[str, Rule] = {}
+    metric_shapes: dict[str, tuple[str, tuple[str, ...], str]] = {}
+    for rule in rules:
+        for fed in rule.feeds:
+            kind = declared.get(fed)
+            if kind != "loss":
+                article = "an" if kind and kind[0] in "aeiou" else "a"
+                what = "no rule" if kind is None else f"{article} {kind} rule"
+                problems.append(
+                    f"{rule.source} ({rule.name}): feeds: {fed} is {what}; a context rule "
+                    "feeds loss rules"
+                )
+        if rule.name in seen:
+            problems.append(
+                f"{rule.source} ({rule.name}): name: also defined at {seen[rule.name].source}"
+            )
+        seen.setdefault(rule.name, rule)
+        if rule.metric:
+            shape = (rule.kind, tuple(sorted(rule.labels)), rule.source)
+            first = metric_shapes.setdefault(rule.metric, shape)
+            if first[:2] != shape[:2]:
+                problems.append(
+                    f"{rule.source} ({rule.name}): metric: {rule.metric} is fed with another "
+                    f"kind or other labels at {first[2]}"
+                )
+    if problems:
+        raise RuleError(problems)
+    return rules

@@ -1,0 +1,228 @@
+"""The vocabulary (rules/vocabulary.py) and the rules it makes (kvrules.py): keys to
+concepts, evaluation context, the training loss of a line, and a user's own keys."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from modelarts_exporter.rules import RuleError, RuleSet, load_rules
+from modelarts_exporter.rules.loader import default_rules_dir
+from modelarts_exporter.rules.model import load_rule_file
+from modelarts_exporter.rules.pairs import key_tokens
+from modelarts_exporter.rules.vocabulary import Vocabulary, VocabularySpec, merge
+
+
+@pytest.fixture(scope="module")
+def vocabulary() -> Vocabulary:
+    specs: list[VocabularySpec] = []
+    problems: list[str] = []
+    load_rule_file(default_rules_dir() / "vocabulary.yml", problems, None, specs)
+    assert problems == []
+    return merge(specs)
+
+
+@pytest.mark.parametrize(
+    ("key", "concept", "evaluation", "rank"),
+    [
+        ("loss", "loss", False, 0),
+        ("train_loss", "loss", False, 0),
+        ("total_loss", "loss", False, 0),
+        ("lm loss", "loss", False, 0),
+        ("reduced_train_loss", "loss", False, 0),
+        ("train_loss_step", "loss", False, 0),
+        ("act_loss", "loss", False, 1),
+        ("CTCLoss", "loss", False, 1),
+        ("avg_loss", "loss", False, 2),
+        ("train_loss_epoch", "loss", False, 2),
+        ("val_loss", "loss", True, 0),
+        ("Vali Loss", "loss", True, 0),
+        ("eval/loss", "loss", True, 0),
+        ("loss_val", "loss", True, 0),
+        ("验证损失", "loss", True, 0),
+        ("训练损失", "loss", False, 0),
+        ("global_step", "step", False, 0),
+        ("Global Step", "step", False, 0),
+        ("iters", "step", False, 0),
+        ("训练次数", "step", False, 0),
+        ("num_updates", "step", False, 0),
+        ("epoch", "epoch", False, 0),
+    ],
+)
+def test_what_keys_mean(
+    vocabulary: Vocabulary, key: str, concept: str, evaluation: bool, rank: int
+) -> None:
+    meaning = vocabulary.meaning(key_tokens(key))
+    assert meaning is not None
+    assert (meaning.concept, meaning.eval, meaning.rank, meaning.ignored) == (
+        concept,
+        evaluation,
+        rank,
+        False,
+    )
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["loss_cls", "decode.loss_seg", "grad_norm", "closs", "lossy", "learning_rate", "ppl"],
+)
+def test_keys_that_are_no_loss_step_or_epoch(vocabulary: Vocabulary, key: str) -> None:
+    meaning = vocabulary.meaning(key_tokens(key))
+    assert meaning is None or meaning.concept not in ("loss", "step", "epoch", "batch")
+
+
+@pytest.mark.parametrize(
+    "key", ["best_loss", "min_loss", "max_steps", "save_steps", "warmup_steps", "num_epochs"]
+)
+def test_keys_of_a_concept_that_are_not_its_current_value(vocabulary: Vocabulary, key: str) -> None:
+    meaning = vocabulary.meaning(key_tokens(key))
+    assert meaning is not None
+    assert meaning.ignored or meaning.plural
+
+
+def test_loss_scale_is_not_a_loss(vocabulary: Vocabulary) -> None:
+    facts = vocabulary.read_line("loss scale: 65536.0 | loss_scale=1.0 | Attempted loss scale: 4")
+    assert facts.loss is None
+
+
+@pytest.mark.parametrize(
+    ("line", "loss", "step", "epoch"),
+    [
+        # a step's loss beats a running mean and a prefixed key on the same line
+        ("step 7 | avg_loss 0.9 | loss 0.7 | act_loss 0.1", 0.7, 7, None),
+        # glued progress frames: the last one is the current value, with its own step
+        ("3/9 [00:01<00:02, 2.0it/s, loss=0.9]4/9 [00:02<00:02, 2.0it/s, loss=0.8]", 0.8, 4, None),
+        # the step after the loss when none comes before it (TF Estimator)
+        (
+            "INFO:tensorflow:loss = 2129.3452, mrr = 0.17, step = 494 (2.631 sec)",
+            2129.3452,
+            494,
+            None,
+        ),
+        # an explicit step beats a progress frame; a batch beats a frame too
+        ("12/100 [00:01<00:09, 9.9it/s, step=40, loss=0.5]", 0.5, 40, None),
+        ("Epoch 3, Batch 20/50, loss=0.4", 0.4, 20, 3),
+        # a plural is a count, not a position; N/T makes it one
+        ("Epoch: 4, Steps: 236 | Train Loss: 0.279", 0.279, None, 4),
+        ("steps 12/300 loss 0.2", 0.2, 12, None),
+    ],
+)
+def test_the_training_loss_of_a_line(
+    vocabulary: Vocabulary, line: str, loss: float, step: float | None, epoch: float | None
+) -> None:
+    facts = vocabulary.read_line(line)
+    assert facts.loss is not None
+    assert (facts.loss.value, facts.step, facts.epoch) == (loss, step, epoch)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"mode": "val", "epoch": 3, "iter": 500, "loss": 0.41}',
+        "Test: [ 10/196]\tTime  0.315 ( 0.372)\tLoss 1.2345e+00 (1.1000e+00)",
+        "Validation DataLoader 0: 100%|██████████| 10/10 [00:01<00:00, loss=0.51]",
+        "| valid | epoch 002 | valid on 'valid' subset | loss 9.393 | num_updates 695",
+        "第3轮 验证集 Loss: 0.5",
+        "10/30 22:40:01 - mmengine - INFO - Epoch(val) [1][100/500]  loss: 0.3",
+        "[EVAL] #Images: 500 loss: 0.41",
+        "  train_loss               =     0.5231",
+        "{'train_runtime': 120.5, 'train_loss': 0.42, 'epoch': 3.0}",
+    ],
+)
+def test_evaluation_and_summary_lines_give_no_training_loss(
+    vocabulary: Vocabulary, line: str
+) -> None:
+    assert vocabulary.read_line(line).loss is None
+
+
+def test_a_key_that_says_train_wins_over_the_line_context(vocabulary: Vocabulary) -> None:
+    facts = vocabulary.read_line("Epoch : 2 finished. Training Loss: 0.41. Validation Loss: 0.5")
+    assert facts.loss is not None
+    assert (facts.loss.value, facts.epoch) == (0.41, 2)
+    assert [p.value for p in facts.eval_losses] == [0.5]
+
+
+def test_nan_on_any_training_loss_key_but_not_on_eval_or_gradients(vocabulary: Vocabulary) -> None:
+    assert vocabulary.training_loss_nan("epoch: 0|step: 290|act_loss: nan|cri_loss: 0.0172")
+    assert vocabulary.training_loss_nan("loss is inf")
+    assert not vocabulary.training_loss_nan("loss: 0.3 - val_loss: nan - grad_norm: nan")
+    assert not vocabulary.training_loss_nan("nanoGPT: skip_nan: true, errors: 0, timeout=1800")
+
+
+def _scan(ruleset: RuleSet, text: str) -> tuple[float | None, float | None, dict[str, int]]:
+    result = ruleset.scan(text.encode())
+    loss = result.loss
+    return (loss.value if loss else None, loss.step if loss else None, result.errors)
+
+
+def test_a_running_mean_gives_way_to_the_step_loss_printed_just_before() -> None:
+    ruleset = RuleSet(load_rules())
+    text = "step 99 | loss 2.21\nstep 100 | loss 2.20\nepoch_end: avg loss: 2.31\n"
+    assert _scan(ruleset, text)[:2] == (2.2, 100)
+    assert _scan(ruleset, "epoch_end: avg loss: 2.31\n")[:2] == (2.31, None)
+
+
+def test_an_epoch_header_reaches_the_lines_the_vocabulary_reads() -> None:
+    ruleset = RuleSet(load_rules())
+    result = ruleset.scan(b"***** Epoch: 2 *****\nstep: 71000, loss: 1.856\n")
+    assert result.loss is not None
+    assert (result.loss.value, result.loss.step, result.loss.epoch) == (1.856, 71000, 2)
+
+
+def test_a_user_adds_keys_to_the_vocabulary_without_a_rule(tmp_path: Path) -> None:
+    line = "batch_idx: 120 objective=0.731 | dev_objective=0.8\n"
+    assert _scan(RuleSet(load_rules()), line)[0] is None
+    extra = tmp_path / "my_keys.yml"
+    extra.write_text(
+        "vocabulary:\n"
+        "  loss: [objective]\n"
+        "  step: [batch idx]\n"
+        "  examples:\n"
+        "    - line: 'batch_idx: 120 objective=0.731'\n"
+        "      loss: 0.731\n"
+        "      step: 120\n"
+        "    - line: 'dev_objective=0.8'\n"
+        "      loss: null\n"
+    )
+    ruleset = RuleSet(load_rules([extra]))
+    assert _scan(ruleset, line)[:2] == (0.731, 120)
+    assert ruleset.check_examples() == []
+
+
+def test_a_users_wrong_example_is_reported(tmp_path: Path) -> None:
+    extra = tmp_path / "my_keys.yml"
+    extra.write_text("vocabulary:\n  examples:\n    - line: 'loss: 0.5'\n      loss: 0.6\n")
+    failures = RuleSet(load_rules([extra])).check_examples()
+    assert any("value is 0.5, expected 0.6" in failure for failure in failures)
+
+
+def test_every_problem_of_a_vocabulary_section_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "vocabulary:\n"
+        "  losses: [objective]\n"
+        "  step: objective\n"
+        "  eval_lines: ['(?<=val) loss']\n"
+        "  examples:\n"
+        "    - line: 'x'\n"
+        "    - {line: 'y', loss: high}\n"
+    )
+    with pytest.raises(RuleError) as caught:
+        load_rules([bad])
+    found = "\n".join(caught.value.problems)
+    assert f"{bad}: vocabulary.losses: unknown key (known: loss, step, batch, epoch," in found
+    assert f"{bad}: vocabulary.step: must be a list of non-empty texts" in found
+    assert f"{bad}: vocabulary.eval_lines[0]: RE2 refuses it" in found
+    assert f"{bad}: vocabulary.examples[0]: loss: missing" in found
+    assert f"{bad}: vocabulary.examples[1]: loss: must be a number" in found
+
+
+def test_nan_losses_counted_once_per_line_by_the_marker() -> None:
+    ruleset = RuleSet(load_rules())
+    text = "step 1 loss nan\nstep 2 val_loss nan\nstep 3 act_loss: inf, cri_loss: nan\n"
+    value, _, errors = _scan(ruleset, text)
+    assert value is not None
+    assert math.isinf(value)
+    assert errors.get("nan_loss") == 2
