@@ -32,12 +32,14 @@ class ModelArtsError(Exception):
         return type(self).__name__
 
     def __str__(self) -> str:
-        parts = [self.endpoint + ":"]
+        """``list_jobs: HTTP 503 ModelArts.0001: message (request id ...)``, or
+        ``list_jobs: message`` when there was no HTTP answer."""
+        parts = []
         if self.status is not None:
             parts.append(f"HTTP {self.status}")
         if self.error_code and self.error_code != str(self.status):
             parts.append(self.error_code)
-        text = " ".join(parts)
+        text = f"{self.endpoint}: {' '.join(parts)}" if parts else self.endpoint
         if self.error_msg:
             text += f": {self.error_msg}"
         if self.request_id:

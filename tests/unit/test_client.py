@@ -833,3 +833,22 @@ def test_503_with_retry_after_is_honoured_without_pausing(harness: Harness) -> N
     harness.client().preview_log(JOB, "worker-0")
     assert harness.sleeps == [3.0]
     assert harness.throttle.pauses == []
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (errors.TransportError("list_jobs", "connection failed"), "list_jobs: connection failed"),
+        (
+            errors.ServerError("list_jobs", "busy", status=503, error_code="ModelArts.0001"),
+            "list_jobs: HTTP 503 ModelArts.0001: busy",
+        ),
+        (errors.ServerError("get_job", "", status=502), "get_job: HTTP 502"),
+        (
+            errors.BadResponseError("preview_log", "not JSON", request_id="r-1"),
+            "preview_log: not JSON (request id r-1)",
+        ),
+    ],
+)
+def test_error_lines_read_as_one_sentence(error: errors.ModelArtsError, text: str) -> None:
+    assert str(error) == text
