@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from . import __version__
+from .logsetup import FORMATS, LEVELS, setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_DEMO_ADDRESS = "127.0.0.1:9958"
@@ -32,28 +33,38 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _add_log_flags(parser: argparse.ArgumentParser, *, default: bool) -> None:
+    """``--log.level`` and ``--log.format``; only the top-level parser sets defaults, so
+    that a flag given before the command is not reset by the command's parser."""
+    parser.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info" if default else argparse.SUPPRESS,
+        choices=LEVELS,
+        metavar="LEVEL",
+        help="debug, info, warn or error (default: info)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt" if default else argparse.SUPPRESS,
+        choices=FORMATS,
+        metavar="FORMAT",
+        help="logfmt or json, one record a line on stderr (default: logfmt)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="modelarts-exporter",
         description="Prometheus exporter and log analyzer for ModelArts training jobs.",
     )
     parser.add_argument("--version", action="version", version=f"modelarts-exporter {__version__}")
-    parser.add_argument(
-        "--log.level",
-        dest="log_level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default: info)",
-    )
-    # Also accepted after the command (`serve --log.level debug`).
+    _add_log_flags(parser, default=True)
+    # Also accepted after the command's name (`serve --log.level debug`,
+    # `rules --log.level debug check`, `rules check --log.level debug`).
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--log.level",
-        dest="log_level",
-        default=argparse.SUPPRESS,
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default: info)",
-    )
+    _add_log_flags(common, default=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -119,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("files", nargs="+", metavar="FILE", help="log files; - reads stdin")
 
-    rules = commands.add_parser("rules", help="validate rule files, run their examples")
+    rules = commands.add_parser(
+        "rules", help="validate rule files, run their examples", parents=[common]
+    )
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     for name, text in (
         ("check", "validate the shipped rules and PATHs"),
@@ -144,32 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class LogfmtFormatter(logging.Formatter):
-    """``ts=2026-11-26T10:00:00.000Z level=info logger=exporter.scheduler msg="..."``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        message = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
-        line = (
-            f"ts={ts}.{int(record.msecs):03d}Z level={record.levelname.lower()} "
-            f'logger={record.name} msg="{message}"'
-        )
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        return line
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogfmtFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Third-party libraries speak only when something is wrong.
-    for noisy in ("apscheduler", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _problems(lines: Sequence[str]) -> int:
     for line in lines:
         print(line, file=sys.stderr)
@@ -178,7 +165,7 @@ def _problems(lines: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, args.log_format)
     try:
         if args.command == "serve":
             return _serve(args)

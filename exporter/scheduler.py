@@ -6,6 +6,12 @@ another: it marks that task down and backs it off (doubling up to
 ``collect.failure_backoff_max_seconds``). A cycle that overruns its interval is not
 started twice: the next one waits (APScheduler ``max_instances=1``, ``coalesce``).
 ``run_cycle`` is a plain method, so tests drive cycles without the scheduler or sleeps.
+
+Each cycle's summary line is logged at info level when something changed (jobs or tasks
+watched, polls failing or recovering, discovery failing, a gap or reset) and otherwise
+every ``SUMMARY_EVERY_CYCLES`` cycles, at debug level in between, so that the lines that
+matter ("job ... is Failed") do not scroll away. APScheduler's own log lines go through
+``SchedulerLog``, which words an overrunning cycle as ours.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -31,6 +37,9 @@ from .selfmetrics import SelfMetrics
 from .store import JobState, Store, TaskState
 
 log = logging.getLogger("exporter.scheduler")
+
+SUMMARY_EVERY_CYCLES = 10
+"""A quiet cycle's summary is logged at info level once in this many cycles."""
 
 
 class PreviewSource(Protocol):
@@ -86,12 +95,18 @@ class Poller:
         self._auth_rejections = 0
         self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="poll")
         self._scheduler: BackgroundScheduler | None = None
+        self._cycles = 0
+        self._last_summary: tuple[int, int, bool, bool] | None = None
+        self._cycle_started: float | None = None
+        """time.monotonic() when the cycle in flight started; None between cycles."""
+        self._overrun_warned = False
         self.ready = threading.Event()
         """Set once the first cycle has run: the exporter is ready to be scraped."""
 
     # --- one cycle ----------------------------------------------------------------------
 
     def run_cycle(self) -> CycleReport:
+        """One cycle: discovery when due, every due task's preview, expiry."""
         started = time.perf_counter()
         now = self._clock()
         report = CycleReport()
@@ -105,6 +120,7 @@ class Poller:
             report.new_bytes += new_bytes
             report.failed += outcome == "failed"
         self._discovery.expire()
+        ok_discovery = report.discovery_ok is not False
         snapshot = self._store.snapshot()
         self._metrics.watched_jobs.set(len(snapshot.jobs))
         self._metrics.watched_tasks.set(len(snapshot.tasks))
@@ -113,7 +129,12 @@ class Poller:
         self._metrics.collections.inc()
         self._metrics.last_collection.set(self._clock())
         self.ready.set()
-        log.info(
+        summary = (len(snapshot.jobs), len(snapshot.tasks), report.failed > 0, not ok_discovery)
+        notable = summary != self._last_summary or bool(report.outcomes.keys() & _NOTABLE)
+        self._last_summary = summary
+        self._cycles += 1
+        log.log(
+            logging.INFO if notable or self._cycles % SUMMARY_EVERY_CYCLES == 1 else logging.DEBUG,
             "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %.2f s",
             len(snapshot.jobs),
             report.polled,
@@ -250,7 +271,7 @@ class Poller:
 
     def start(self) -> None:
         """Run cycles every interval in the background, the first one now."""
-        scheduler = BackgroundScheduler(timezone=UTC)
+        scheduler = BackgroundScheduler(timezone=UTC, logger=SchedulerLog(self))
         scheduler.add_job(
             self._safe_cycle,
             "interval",
@@ -265,10 +286,27 @@ class Poller:
         self._scheduler = scheduler
 
     def _safe_cycle(self) -> None:
+        self._cycle_started = time.monotonic()
+        self._overrun_warned = False
         try:
             self.run_cycle()
         except Exception:
             log.exception("collection cycle failed")
+        finally:
+            self._cycle_started = None
+
+    def overrun_message(self) -> tuple[int, str]:
+        """(level, line) for a run skipped because the cycle in flight overran its
+        interval: a warning once per overrunning cycle, then debug lines."""
+        running = time.monotonic() - (self._cycle_started or time.monotonic())
+        level = logging.DEBUG if self._overrun_warned else logging.WARNING
+        self._overrun_warned = True
+        return level, (
+            f"the collection cycle has been running for {running:.0f} s, longer than "
+            f"collect.interval_seconds ({self._settings.interval_seconds:g} s): the next "
+            "cycle starts when it ends; raise collect.interval_seconds or "
+            "collect.concurrency, or watch fewer jobs"
+        )
 
     def stop(self) -> None:
         """Stop scheduling and wait for the cycle in flight."""
@@ -276,6 +314,50 @@ class Poller:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+_NOTABLE = frozenset({"gap", "reset"})
+"""Poll outcomes that make a cycle's summary worth an info line."""
+
+
+class SchedulerLog:
+    """The logger APScheduler is given: its lines in our words, on ``exporter.scheduler``.
+
+    A run skipped because the cycle in flight overran its interval ("maximum number of
+    running instances reached") says what that means and what to do, once per cycle;
+    APScheduler's info lines (job added, scheduler started) go to debug; its warnings and
+    errors keep their level, marked as the scheduler's.
+    """
+
+    def __init__(self, poller: Poller) -> None:
+        self._poller = poller
+
+    def log(self, level: int, msg: str, *args: object, **kwargs: Any) -> None:
+        if "maximum number of running instances reached" in msg:
+            level, line = self._poller.overrun_message()
+            log.log(level, "%s", line)
+            return
+        if level < logging.WARNING:
+            level = logging.DEBUG
+        log.log(level, "scheduler: " + msg, *args, **kwargs)
+
+    def debug(self, msg: str, *args: object, **kwargs: Any) -> None:
+        self.log(logging.DEBUG, msg, *args, **kwargs)
+
+    def info(self, msg: str, *args: object, **kwargs: Any) -> None:
+        self.log(logging.INFO, msg, *args, **kwargs)
+
+    def warning(self, msg: str, *args: object, **kwargs: Any) -> None:
+        self.log(logging.WARNING, msg, *args, **kwargs)
+
+    def error(self, msg: str, *args: object, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, **kwargs)
+
+    def exception(self, msg: str, *args: object, **kwargs: Any) -> None:
+        self.log(logging.ERROR, msg, *args, exc_info=True, **kwargs)
+
+    def critical(self, msg: str, *args: object, **kwargs: Any) -> None:
+        self.log(logging.CRITICAL, msg, *args, **kwargs)
 
 
 _CREDENTIAL_CODES = frozenset(

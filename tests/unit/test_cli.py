@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import socket
 import subprocess
 import sys
@@ -12,6 +14,17 @@ import pytest
 
 from modelarts_exporter import __version__
 from modelarts_exporter.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> object:
+    """``main`` sets up the root logger; give the next test the one it had."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield None
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
 
 GOOD = """
 modelarts:
@@ -207,3 +220,75 @@ def test_a_busy_listen_address_is_one_clear_line(
     assert err.strip() == (
         f"modelarts-exporter: web.listen_address 127.0.0.1:{port}: Address already in use"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["--log.level", "warn", "rules", "check"], logging.WARNING),
+        (["rules", "--log.level", "debug", "check"], logging.DEBUG),
+        (["rules", "check", "--log.level", "warning"], logging.WARNING),
+        (["--log.level", "error", "rules", "check"], logging.ERROR),
+        (["--log.level", "debug", "analyze", "-"], logging.DEBUG),
+        (["analyze", "--log.level", "warn", "-"], logging.WARNING),
+    ],
+)
+def test_log_level_before_or_after_the_command(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    level: int,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"step 1\n")))
+    code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    assert logging.getLogger().level == level
+
+
+def test_a_flag_before_the_command_is_not_reset_by_it(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--log.level", "debug", "--log.format", "json", "rules", "check")
+    assert code == 0, err
+    assert logging.getLogger().level == logging.DEBUG
+    logging.getLogger("exporter.test").info("after %s", "it")
+    record = json.loads(capsys.readouterr().err)
+    assert record["level"] == "info"
+    assert record["msg"] == "after it"
+
+
+@pytest.mark.parametrize("position", ["before", "after"])
+def test_log_format_json_writes_one_object_a_line(
+    capsys: pytest.CaptureFixture[str], position: str
+) -> None:
+    flags = ["--log.format", "json"]
+    argv = [*flags, "rules", "check"] if position == "before" else ["rules", "check", *flags]
+    assert run(capsys, *argv)[0] == 0
+    logger = logging.getLogger("exporter.test")
+    logger.warning('a "quoted"\nmessage')
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logger.exception("failed")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["level"] == "warning"
+    assert first["logger"] == "exporter.test"
+    assert first["msg"] == 'a "quoted"\nmessage'
+    assert first["ts"].endswith("Z")
+    assert second["msg"] == "failed"
+    assert "ValueError: boom" in second["exc"]
+
+
+def test_logfmt_keeps_a_record_on_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "rules", "check")[0] == 0
+    logging.getLogger("exporter.test").warning("two\nlines")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert 'level=warning logger=exporter.test msg="two\\nlines"' in err
+
+
+@pytest.mark.parametrize("value", ["verbose", "warnings"])
+def test_unknown_log_level_is_bad_usage(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    code, _, err = run(capsys, "rules", "check", "--log.level", value)
+    assert code == 2
+    assert "--log.level" in err

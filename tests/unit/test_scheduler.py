@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from modelarts_exporter.discovery import Discovery, DiscoverySettings
 from modelarts_exporter.modelarts.errors import AuthenticationError, ServerError
 from modelarts_exporter.modelarts.types import TrainingJob
 from modelarts_exporter.rules import RuleSet, load_rules
-from modelarts_exporter.scheduler import CollectSettings, Poller
+from modelarts_exporter.scheduler import SUMMARY_EVERY_CYCLES, CollectSettings, Poller
 from modelarts_exporter.selfmetrics import SelfMetrics
 from modelarts_exporter.store import Store
 
@@ -235,3 +236,97 @@ def test_a_cycle_that_overruns_its_interval_is_not_started_twice(
         store.close()
     assert most[0] == 1
     assert 1 <= cycles[0] <= 3
+
+
+def _cycle_lines(caplog: pytest.LogCaptureFixture) -> list[int]:
+    return [r.levelno for r in caplog.records if r.getMessage().startswith("cycle: ")]
+
+
+def test_a_quiet_cycle_logs_its_summary_only_every_few_cycles(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter")
+    world.api.jobs["a"] = running("a", now=world.clock.now)
+    world.api.logs[("a", "worker-0")] = b"step 1\n"
+    for n in range(SUMMARY_EVERY_CYCLES + 1):
+        world.api.logs[("a", "worker-0")] += f"step {n}\n".encode()  # the log keeps growing
+        world.poller.run_cycle()
+        world.clock.advance(10)
+    levels = _cycle_lines(caplog)
+    assert len(levels) == SUMMARY_EVERY_CYCLES + 1
+    assert levels[0] == levels[-1] == logging.INFO
+    assert set(levels[1:-1]) == {logging.DEBUG}
+
+
+def test_a_cycle_where_something_changed_logs_its_summary(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter")
+    world.api.jobs["a"] = running("a", now=world.clock.now)
+    world.poller.run_cycle()
+    world.clock.advance(10)
+    world.poller.run_cycle()  # nothing new
+    world.clock.advance(10)
+    world.api.jobs["b"] = running("b", now=world.clock.now)  # a new job
+    world.poller.run_cycle()
+    world.clock.advance(10)
+    world.api.fail["preview_log"] = ServerError("preview_log", "boom", status=503)
+    world.poller.run_cycle()  # previews fail
+    world.clock.advance(600)
+    world.poller.run_cycle()  # still failing: nothing changed
+    assert _cycle_lines(caplog) == [
+        logging.INFO,
+        logging.DEBUG,
+        logging.INFO,
+        logging.INFO,
+        logging.DEBUG,
+    ]
+
+
+def test_apschedulers_overrun_warning_is_worded_as_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Real scheduling: a cycle blocks until the scheduler has skipped a run because of it."""
+    caplog.set_level(logging.DEBUG)
+    api = FakeModelArts()
+    api.jobs["a"] = running("a", now=time.time())
+    api.logs[("a", "worker-0")] = b"ok\n"
+    store = Store(tmp_path / "state.db")
+    store.open()
+    poller = Poller(
+        api,
+        Discovery(api, store, DiscoverySettings()),
+        store,
+        RuleSet(load_rules()),
+        SelfMetrics(CollectorRegistry()),
+        CollectSettings(interval_seconds=0.05, discovery_interval_seconds=0.05),
+    )
+    release = threading.Event()
+    real = api.preview_log
+
+    def blocked(job_id: str, task_id: str) -> object:
+        release.wait(30)
+        return real(job_id, task_id)
+
+    monkeypatch.setattr(api, "preview_log", blocked)
+
+    def overrun_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "longer than collect.interval_seconds" in r.message]
+
+    poller.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(overrun_lines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        release.set()
+        poller.stop()
+        store.close()
+    lines = overrun_lines()
+    assert len(lines) >= 2
+    assert lines[0].name == "exporter.scheduler"
+    assert lines[0].levelno == logging.WARNING
+    assert {r.levelno for r in lines[1:]} == {logging.DEBUG}  # once per overrunning cycle
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in warned if r.name.startswith("apscheduler")]
+    assert not [r for r in caplog.records if "maximum number of running instances" in r.message]

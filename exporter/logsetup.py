@@ -1,0 +1,78 @@
+"""Log lines on stderr: ``--log.level`` and ``--log.format``, as Prometheus spells them.
+
+Two formats, one record a line:
+
+* ``logfmt`` (default): ``ts=2026-11-26T10:00:00.000Z level=info logger=exporter.scheduler
+  msg="..."``;
+* ``json``: ``{"ts": "2026-11-26T10:00:00.000Z", "level": "info", "logger": "...",
+  "msg": "..."}``, plus ``"exc"`` with the traceback of an unexpected error.
+
+Levels: ``debug``, ``info``, ``warn`` (Prometheus' spelling; ``warning`` too) and
+``error``. Third-party libraries (APScheduler, urllib3) speak only from ``warning`` up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+LEVELS = ("debug", "info", "warn", "warning", "error")
+FORMATS = ("logfmt", "json")
+
+_LEVEL_NUMBERS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+    return f"{ts}.{int(record.msecs):03d}Z"
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``ts=2026-11-26T10:00:00.000Z level=info logger=exporter.scheduler msg="..."``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
+        message = message.replace("\n", "\\n")
+        line = (
+            f"ts={_timestamp(record)} level={record.levelname.lower()} "
+            f'logger={record.name} msg="{message}"'
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ``ts``, ``level``, ``logger``, ``msg`` (and ``exc``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def setup_logging(level: str = "info", log_format: str = "logfmt") -> None:
+    """Send every log record to stderr at ``level`` (one of LEVELS) in ``log_format``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVEL_NUMBERS[level])
+    # Third-party libraries speak only when something is wrong.
+    for noisy in ("apscheduler", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
