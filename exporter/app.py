@@ -2,27 +2,36 @@
 
 Everything is built from a validated ``Config`` and injected; nothing is global, so tests
 and the demo run as many exporters in one process as they like.
+
+A reload (SIGHUP, ``POST /-/reload``) loads everything again through the injected
+``reloader`` (``prepare.prepare`` for ``serve``) and swaps in the new rules and settings
+between polls: the store, and with it every counter, cursor and series, stays. A broken
+file keeps the old rules and settings. See ``config.changes`` for what needs a restart.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import signal
 import sqlite3
+import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from .collector import StoreCollector
-from .config import Config, Credentials
+from .config import Config, ConfigError, Credentials
+from .config.changes import changed_keys, keep_restart_only, restart_only
 from .discovery import Discovery, DiscoverySettings
 from .modelarts.client import ModelArtsClient, RetryPolicy, new_session
 from .modelarts.throttle import Throttle
 from .pipeline import Limits
-from .rules import Rule, RuleSet, load_rules
+from .prepare import Prepared, problems_text
+from .rules import Rule, RuleError, RuleSet, load_rules
 from .scheduler import CollectSettings, Poller
 from .selfmetrics import SelfMetrics
 from .server import HTTPServer, make_app
@@ -47,12 +56,19 @@ class Exporter:
         rules: Sequence[Rule] | None = None,
         web: WebConfig | None = None,
         clock: Callable[[], float] = time.time,
+        reloader: Callable[[], Prepared] | None = None,
     ) -> None:
         """``rules`` and ``web`` as loaded already (default: load them from ``config``).
+        ``reloader`` loads everything again for a reload, raising ConfigError with every
+        problem (default: the rules again, with the same configuration).
 
         Raises StartError when the listen address cannot be bound.
         """
         self.config = config
+        self.credentials = credentials
+        self._clock = clock
+        self._reloader = reloader or self._reload_rules
+        self._reload_lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = SelfMetrics(self.registry)
         ProcessCollector(registry=self.registry)
@@ -62,6 +78,7 @@ class Exporter:
             rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
         self.rules = RuleSet(rules, label_value_max_length=config.rules.label_value_max_length)
         self.metrics.init_rules(rule.name for rule in rules)
+        self.metrics.loaded(True, clock())
 
         self.store = Store(config.state.path, clock=clock, on_save=self.metrics.saved)
         settings = config.modelarts
@@ -82,57 +99,41 @@ class Exporter:
             observer=self.metrics,
             verify=settings.verify,
         )
-        collect = config.collect
-        discovery = Discovery(
+        self.discovery = Discovery(
             self.client,
             self.store,
-            DiscoverySettings(
-                phases=tuple(config.discovery.phases),
-                name_regex=config.discovery.name_regex,
-                job_ids=tuple(config.discovery.job_ids) if config.discovery.job_ids else None,
-                grace_seconds=config.lifecycle.grace_period_seconds,
-                startup_lookback_seconds=config.discovery.startup_lookback_seconds,
-                interval_seconds=collect.effective_discovery_interval_seconds,
-                shard_index=config.shard.index,
-                shard_count=config.shard.count,
-            ),
+            _discovery_settings(config),
             clock=clock,
             on_failure=self.metrics.discovery_failures.inc,
         )
         self.poller = Poller(
             self.client,
-            discovery,
+            self.discovery,
             self.store,
             self.rules,
             self.metrics,
-            CollectSettings(
-                interval_seconds=collect.interval_seconds,
-                discovery_interval_seconds=collect.effective_discovery_interval_seconds,
-                concurrency=collect.concurrency,
-                failure_backoff_max_seconds=collect.failure_backoff_max_seconds,
-                limits=Limits(
-                    max_line_bytes=collect.max_line_bytes,
-                    max_series_per_rule=config.rules.max_series_per_rule,
-                ),
-            ),
+            _collect_settings(config),
             clock=clock,
         )
         self.collector = StoreCollector(self.store.snapshot, rules)
 
         if web is None and config.web.config_file is not None:
             web = load_web_config(config.web.config_file)
+        self.web = web
+        self._tls = web.ssl_context_provider() if web else None
         app = make_app(
             self.registry,
             self.collector.render,
             ready=self.poller.ready.is_set,
-            check_auth=web.check_basic_auth if web and web.basic_auth_users else None,
-            headers=web.headers.items() if web else (),
+            check_auth=self._check_auth,
+            headers=self._headers,
+            reload=lambda: self.reload("POST /-/reload"),
         )
         try:
             self.http = HTTPServer(
                 app,
                 config.web.listen_address,
-                ssl_context=web.ssl_context_provider() if web else None,
+                ssl_context=self._ssl_context if self._tls else None,
             )
         except OSError as exc:
             self.client.close()
@@ -167,20 +168,145 @@ class Exporter:
         self._stopped.set()
 
     def run(self) -> None:
-        """Start, then stop cleanly on SIGTERM or SIGINT."""
-        stop = threading.Event()
+        """Start; reload on SIGHUP; stop cleanly on SIGTERM or SIGINT."""
+        events: collections.deque[signal.Signals] = collections.deque()
+        wake = threading.Event()
 
         def handle(signum: int, frame: FrameType | None) -> None:
             del frame
-            log.info("received %s: stopping", signal.Signals(signum).name)
-            stop.set()
+            events.append(signal.Signals(signum))
+            wake.set()
 
-        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, handle) for sig in signals}
         try:
             self.start()
-            stop.wait()
+            while True:
+                wake.wait()
+                wake.clear()
+                while events:
+                    received = events.popleft()
+                    if received == signal.SIGHUP:
+                        self.reload("SIGHUP")
+                        continue
+                    log.info("received %s: stopping", received.name)
+                    return
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self.stop()
-        log.info("stopped")
+            log.info("stopped")
+
+    # --- reload ---------------------------------------------------------------------------
+
+    def reload(self, cause: str) -> tuple[bool, str]:
+        """Load the configuration and rules again and use them; (ok, one line saying what
+        happened). A broken file keeps the old ones and counts a failed reload."""
+        with self._reload_lock:
+            try:
+                return True, self._apply(self._reloader(), cause)
+            except ConfigError as exc:
+                reason = problems_text(exc.problems)
+            except Exception as exc:  # a reload never stops the exporter
+                log.debug("reload failed", exc_info=True)
+                reason = f"{type(exc).__name__}: {exc}"
+            self.metrics.loaded(False, self._clock())
+            message = (
+                f"reload ({cause}) of {self.config.path or 'the configuration'} failed, "
+                f"keeping the old configuration and rules: {reason}"
+            )
+            log.error("%s", message)
+            return False, message
+
+    def _apply(self, ready: Prepared, cause: str) -> str:
+        """Use what ``ready`` holds; ConfigError (nothing changed) if its TLS files cannot
+        be used."""
+        old = self.config
+        changed = changed_keys(old, ready.config)
+        later = [key for key in changed if restart_only(key)]
+        config = keep_restart_only(old, ready.config)
+        web = ready.web
+        if (self._tls is None) != (web is None or web.tls_server_config is None):
+            later.append("tls_server_config of the web config")
+            web = self.web
+        tls = self._tls
+        if web is not self.web:
+            tls = web.ssl_context_provider() if web else None
+        rules = RuleSet(ready.rules, label_value_max_length=config.rules.label_value_max_length)
+        self.metrics.init_rules(rule.name for rule in ready.rules)
+        self.collector.set_rules(ready.rules)
+        self.discovery.reconfigure(_discovery_settings(config))
+        self.poller.reconfigure(rules, _collect_settings(config))
+        self._tls = tls
+        self.web = web
+        before = len(self.rules.rules)
+        self.rules = rules
+        self.config = config
+        self.metrics.loaded(True, self._clock())
+        applied = [key for key in changed if not restart_only(key)]
+        message = (
+            f"reloaded {config.path or 'the configuration'} ({cause}): {len(rules.rules)} rules "
+            f"(were {before}); changed: {', '.join(applied) or 'no settings'}"
+        )
+        log.info("%s", message)
+        if later:
+            log.warning(
+                "reload: %s changed, which takes effect only after a restart; the old "
+                "value stays in use until then",
+                ", ".join(later),
+            )
+            message += f"; needs a restart: {', '.join(later)}"
+        return message
+
+    def _reload_rules(self) -> Prepared:
+        """The default reloader: the same configuration, its rule files read again."""
+        rules = self.config.rules
+        try:
+            loaded = load_rules(rules.paths, include_default=rules.include_default)
+        except RuleError as exc:
+            raise ConfigError(None, exc.problems) from None
+        return Prepared(self.config, self.credentials, tuple(loaded), self.web)
+
+    # --- HTTP hooks -----------------------------------------------------------------------
+
+    def _check_auth(self, authorization: str | None) -> bool:
+        web = self.web
+        return web is None or not web.basic_auth_users or web.check_basic_auth(authorization)
+
+    def _headers(self) -> Iterable[tuple[str, str]]:
+        web = self.web
+        return web.headers.items() if web else ()
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        provider = self._tls
+        if provider is None:  # not reached: TLS stays on until a restart
+            raise ssl.SSLError("TLS is off")
+        return provider()
+
+
+def _collect_settings(config: Config) -> CollectSettings:
+    collect = config.collect
+    return CollectSettings(
+        interval_seconds=collect.interval_seconds,
+        discovery_interval_seconds=collect.effective_discovery_interval_seconds,
+        concurrency=collect.concurrency,
+        failure_backoff_max_seconds=collect.failure_backoff_max_seconds,
+        limits=Limits(
+            max_line_bytes=collect.max_line_bytes,
+            max_series_per_rule=config.rules.max_series_per_rule,
+        ),
+    )
+
+
+def _discovery_settings(config: Config) -> DiscoverySettings:
+    discovery = config.discovery
+    return DiscoverySettings(
+        phases=tuple(discovery.phases),
+        name_regex=discovery.name_regex,
+        job_ids=tuple(discovery.job_ids) if discovery.job_ids else None,
+        grace_seconds=config.lifecycle.grace_period_seconds,
+        startup_lookback_seconds=discovery.startup_lookback_seconds,
+        interval_seconds=config.collect.effective_discovery_interval_seconds,
+        shard_index=config.shard.index,
+        shard_count=config.shard.count,
+    )

@@ -184,80 +184,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .config import ConfigError, load_config, resolve_credentials
-    from .rules import RuleError, load_rules
-    from .webconfig import load_web_config
+    from .config import ConfigError
+    from .prepare import Flags, prepare
 
+    flags = Flags(
+        listen_address=args.listen_address,
+        web_config_file=args.web_config_file,
+        shard=args.shard,
+        hostname=socket.gethostname(),
+    )
+    config_file = Path(args.config_file).absolute()  # a reload finds it after a chdir too
     try:
-        config = load_config(args.config_file)
+        ready = prepare(args.config_file, flags, os.environ)
     except ConfigError as exc:
         return _problems(exc.problems)
-    # Everything else is checked in one go, so that one run lists every problem.
-    problems: list[str] = []
-    if args.listen_address:
-        try:
-            config = config.with_listen_address(args.listen_address)
-        except ValueError as exc:
-            problems.append(f"--web.listen-address: {exc}")
-    if args.shard:
-        try:
-            config = config.with_shard(args.shard, socket.gethostname())
-        except ValueError as exc:
-            problems.append(f"--shard: {exc}")
-    try:
-        credentials = resolve_credentials(config, os.environ)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    rule_paths = []
-    for number, path in enumerate(config.rules.paths):
-        if path.exists():
-            rule_paths.append(path)
-        else:
-            problems.append(f"{args.config_file}: rules.paths[{number}]: {path}: no such file")
-    try:
-        rules = load_rules(rule_paths, include_default=config.rules.include_default)
-    except RuleError as exc:
-        problems.extend(exc.problems)
-    web_file = Path(args.web_config_file) if args.web_config_file else config.web.config_file
-    web = None
-    if web_file is not None:
-        try:
-            web = load_web_config(web_file)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    problems.extend(_state_path_problems(args.config_file, config.state.path))
-    if problems:
-        return _problems(problems)
     if args.check:
         print(
-            f"{args.config_file}: ok ({len(rules)} rules, credentials from "
-            f"{credentials.source}; not checked with ModelArts)"
+            f"{args.config_file}: ok ({len(ready.rules)} rules, credentials from "
+            f"{ready.credentials.source}; not checked with ModelArts)"
         )
         return EXIT_OK
     from .app import Exporter, StartError
 
     try:
-        exporter = Exporter(config, credentials, rules=rules, web=web)
+        exporter = Exporter(
+            ready.config,
+            ready.credentials,
+            rules=ready.rules,
+            web=ready.web,
+            reloader=lambda: prepare(config_file, flags, os.environ),
+        )
         exporter.run()
     except StartError as exc:
         print(f"modelarts-exporter: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK
-
-
-def _state_path_problems(config_file: str, path: Path) -> list[str]:
-    """Whether the state file can be created or written, checked before starting."""
-    where = f"{config_file}: state.path: {path}"
-    if path.is_dir():
-        return [f"{where}: is a directory"]
-    if path.exists():
-        return [] if os.access(path, os.R_OK | os.W_OK) else [f"{where}: not writable"]
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        return [f"{where}: cannot be created ({parent} is not a writable directory)"]
-    return []
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -31,5 +31,9 @@ class StoreCollector:
         self._snapshot = snapshot
         self._rules = tuple(rules)
 
+    def set_rules(self, rules: Sequence[Rule]) -> None:
+        """Use these rules from the next scrape on (a reload)."""
+        self._rules = tuple(rules)
+
     def render(self, *, openmetrics: bool = False) -> str:
         return render(build_families(self._snapshot(), self._rules), openmetrics=openmetrics)

@@ -81,6 +81,12 @@ class Discovery:
         self._refreshed = False
         self._failing = False
 
+    def reconfigure(self, settings: DiscoverySettings) -> None:
+        """Use ``settings`` from the next refresh on (a reload); jobs no longer selected
+        go at that refresh, new ones come."""
+        self._name = re.compile(settings.name_regex) if settings.name_regex else None
+        self._settings = settings
+
     def selected(self, job_id: str, name: str) -> bool:
         settings = self._settings
         if (

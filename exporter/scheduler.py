@@ -93,7 +93,8 @@ class Poller:
         self._auth_lock = threading.Lock()
         self._auth_paused_until = 0.0
         self._auth_rejections = 0
-        self._pool = ThreadPoolExecutor(max_workers=settings.concurrency, thread_name_prefix="poll")
+        self._pool_size = 0
+        self._pool = self._new_pool()
         self._scheduler: BackgroundScheduler | None = None
         self._cycles = 0
         self._last_summary: tuple[int, int, bool, bool] | None = None
@@ -103,11 +104,31 @@ class Poller:
         self.ready = threading.Event()
         """Set once the first cycle has run: the exporter is ready to be scraped."""
 
+    def _new_pool(self) -> ThreadPoolExecutor:
+        self._pool_size = self._settings.concurrency
+        return ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="poll")
+
+    def reconfigure(self, rules: RuleSet, settings: CollectSettings) -> None:
+        """Use these rules and settings from the next poll on (a reload). The cycle in
+        flight finishes as it started (a new concurrency applies from the next one); a new
+        interval counts from now."""
+        old = self._settings
+        self._rules = rules
+        self._settings = settings
+        scheduler = self._scheduler
+        if scheduler is not None and settings.interval_seconds != old.interval_seconds:
+            scheduler.reschedule_job(
+                "collect", trigger="interval", seconds=settings.interval_seconds
+            )
+
     # --- one cycle ----------------------------------------------------------------------
 
     def run_cycle(self) -> CycleReport:
         """One cycle: discovery when due, every due task's preview, expiry."""
         started = time.perf_counter()
+        if self._pool_size != self._settings.concurrency:  # changed by a reload
+            pool, self._pool = self._pool, self._new_pool()
+            pool.shutdown(wait=False)
         now = self._clock()
         report = CycleReport()
         if now >= self._next_discovery:

@@ -6,9 +6,10 @@ jobs are built fresh on every scrape by ``collector.py``.
 
 Each is documented by its HELP text below and in the README's metrics table: build
 info; API requests, failures (by error code or kind) and latency per endpoint; collection
-cycles (duration, count, last end); discovery failures; watched jobs and tasks; previews by
-cursor outcome and cursor ambiguities; per rule: matches, unusable values, time, custom
-series dropped by the cardinality cap; rules loaded; state file writes and failures.
+cycles (duration, count, last end); discovery failures; configuration reloads (Prometheus'
+names); watched jobs and tasks; previews by cursor outcome and cursor ambiguities; per
+rule: matches, unusable values, time, custom series dropped by the cardinality cap; rules
+loaded; state file writes and failures.
 """
 
 from __future__ import annotations
@@ -143,6 +144,17 @@ class SelfMetrics:
         self.state_save_failures = Counter(
             f"{prefix}_state_save_failures", "Failed writes of the state file.", registry=registry
         )
+        # Prometheus' own names for the same thing.
+        self.reload_successful = Gauge(
+            f"{prefix}_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful (1) or not (0).",
+            registry=registry,
+        )
+        self.reload_success_time = Gauge(
+            f"{prefix}_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load (the start, or a reload).",
+            registry=registry,
+        )
 
     def init_rules(self, names: Iterable[str]) -> None:
         count = 0
@@ -168,6 +180,12 @@ class SelfMetrics:
         for rule, seconds in scan.rule_seconds.items():
             self.rule_seconds.labels(rule).inc(seconds)
         self.prefilter_seconds.inc(scan.prefilter_seconds)
+
+    def loaded(self, ok: bool, now: float) -> None:
+        """A configuration (re)load at ``now`` (Unix time) succeeded or failed."""
+        self.reload_successful.set(1 if ok else 0)
+        if ok:
+            self.reload_success_time.set(now)
 
     def saved(self, ok: bool) -> None:
         (self.state_saves if ok else self.state_save_failures).inc()

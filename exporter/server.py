@@ -1,4 +1,4 @@
-"""HTTP: ``/metrics``, a landing page at ``/``, ``/-/healthy`` and ``/-/ready``.
+"""HTTP: ``/metrics``, a landing page at ``/``, ``/-/healthy``, ``/-/ready``, ``/-/reload``.
 
 ``/metrics`` is prometheus_client's WSGI app over our own registry (text or OpenMetrics
 by content negotiation, gzip when asked); it only reads memory. TLS and basic auth come
@@ -68,14 +68,20 @@ def make_app(
     *,
     ready: Callable[[], bool],
     check_auth: Callable[[str | None], bool] | None = None,
-    headers: Iterable[tuple[str, str]] = (),
+    headers: Iterable[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]] = (),
+    reload: Callable[[], tuple[bool, str]] | None = None,
 ) -> WSGIApp:
     """The exporter's WSGI app. ``store(openmetrics=...)`` renders the jobs' and tasks'
-    metrics; ``check_auth`` gets the Authorization header."""
-    extra = list(headers)
+    metrics; ``check_auth`` gets the Authorization header; ``headers`` (or a function
+    giving them, asked at each request) go on every response. ``reload`` serves
+    ``POST /-/reload`` (also PUT, as Prometheus): (ok, one line) -> 200 or 500."""
+    fixed = () if callable(headers) else tuple(headers)
+    current_headers = headers if callable(headers) else lambda: fixed
     landing = _LANDING.format(version=html.escape(__version__)).encode()
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        extra = list(current_headers())
+
         def respond(
             status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
         ) -> list[bytes]:
@@ -107,6 +113,16 @@ def make_app(
             return respond(
                 "503 Service Unavailable", b"Not ready: the first collection has not run yet.\n"
             )
+        if path == "/-/reload" and reload is not None:
+            if environ.get("REQUEST_METHOD") not in ("POST", "PUT"):
+                start_response(
+                    "405 Method Not Allowed",
+                    [("Allow", "POST, PUT"), ("Content-Type", "text/plain; charset=utf-8"), *extra],
+                )
+                return [b"Only POST or PUT requests allowed.\n"]
+            ok, message = reload()
+            status = "200 OK" if ok else "500 Internal Server Error"
+            return respond(status, (message + "\n").encode())
         return respond("404 Not Found", b"Not found.\n")
 
     return app

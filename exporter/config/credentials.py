@@ -96,9 +96,36 @@ def resolve_credentials(config: Config, environ: Mapping[str, str]) -> Credentia
     Empty variables count as unset. A partial set of variables, an unreadable file or no
     credentials at all is a ConfigError naming what is missing.
     """
-    env = {name: value for name, value in environ.items() if value}
     settings = config.modelarts
-    common: dict[str, Any] = {"verify": settings.verify, "timeout": settings.timeout}
+    found = find_credentials(
+        environ,
+        settings.auth,
+        config.path,
+        verify=settings.verify,
+        timeout=settings.timeout,
+    )
+    if found is None:  # not reached: find_credentials raises when auth_known
+        raise ConfigError(config.path, ["no ModelArts credentials"])
+    return found
+
+
+def find_credentials(
+    environ: Mapping[str, str],
+    auth: AuthSettings | None,
+    path: Path | None,
+    *,
+    verify: bool | str = True,
+    timeout: tuple[float, float] = (5.0, 30.0),
+    auth_known: bool = True,
+) -> Credentials | None:
+    """:func:`resolve_credentials` from the parts of a configuration that are valid.
+
+    ``auth`` is the ``modelarts.auth`` block; with ``auth_known`` False it could not be
+    validated (its problems are reported already), so finding no credentials is no
+    problem of its own: the result is None.
+    """
+    env = {name: value for name, value in environ.items() if value}
+    common: dict[str, Any] = {"verify": verify, "timeout": timeout}
     if ENV_TOKEN in env:
         return Credentials("token", f"environment {ENV_TOKEN}", token=env[ENV_TOKEN], **common)
     if _complete(env, ENV_AKSK, ENV_AKSK_OPTIONAL, "AK/SK signing"):
@@ -122,17 +149,19 @@ def resolve_credentials(config: Config, environ: Mapping[str, str]) -> Credentia
             project_id=env.get("OS_PROJECT_ID"),
             **common,
         )
-    if settings.auth is None:
-        where = config.path if config.path is not None else "the configuration"
+    if auth is None:
+        if not auth_known:
+            return None
+        where = path if path is not None else "the configuration"
         raise ConfigError(
-            config.path,
+            path,
             [
                 f"no ModelArts credentials: set {ENV_TOKEN}; or HUAWEICLOUD_SDK_AK and "
                 "HUAWEICLOUD_SDK_SK; or OS_AUTH_URL, OS_USERNAME, OS_PASSWORD and "
                 f"OS_DOMAIN_NAME; or add a modelarts.auth block to {where}"
             ],
         )
-    return _file_credentials(config, settings.auth, common)
+    return _file_credentials(path, auth, common)
 
 
 def _complete(
@@ -159,9 +188,9 @@ def _complete(
     raise ConfigError(None, [problem])
 
 
-def _file_credentials(config: Config, auth: AuthSettings, common: dict[str, Any]) -> Credentials:
+def _file_credentials(path: Path | None, auth: AuthSettings, common: dict[str, Any]) -> Credentials:
     """Credentials from the ``modelarts.auth`` block, which the schema made complete."""
-    source = f"{config.path if config.path is not None else 'configuration'} modelarts.auth"
+    source = f"{path if path is not None else 'configuration'} modelarts.auth"
 
     def secret(value: SecretStr | None, file: Path | None, key: str) -> str:
         if value is not None:
@@ -179,7 +208,7 @@ def _file_credentials(config: Config, auth: AuthSettings, common: dict[str, Any]
                 return text
             problem = f"{file} is empty"
         loc = ("modelarts", "auth", *key.split("."))
-        raise ConfigError(config.path, [problem_line(config.path, loc, problem)])
+        raise ConfigError(path, [problem_line(path, loc, problem)])
 
     if auth.iam is not None:
         iam = auth.iam

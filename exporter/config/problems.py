@@ -38,8 +38,16 @@ class ConfigError(Exception):
     ) -> ConfigError:
         """All problems of a pydantic error on ``model``, sorted by key, input never quoted."""
         details: list[tuple[Loc, str]] = []
-        for item in error.errors(include_url=False, include_input=False):
+        # The input is looked at for its type only (a number where text belongs); it is
+        # never quoted.
+        items = error.errors(include_url=False, include_input=True)
+        locs = [tuple(item["loc"]) for item in items]
+        for item in items:
             loc, prefix = tuple(item["loc"]), ""
+            if item["type"] == "too_short" and any(
+                len(other) > len(loc) and other[: len(loc)] == loc for other in locs
+            ):
+                continue  # "too short after validation": an item is wrong, said below
             if loc[-1:] == ("[key]",):  # a mapping's key is wrong, not its value
                 loc, prefix = loc[:-1], "invalid key: "
             details.extend((loc + sub, prefix + reason) for sub, reason in _reasons(item, model))
@@ -54,10 +62,36 @@ def _reasons(item: ErrorDetails, model: type[BaseModel]) -> list[tuple[Loc, str]
         return list(ctx["problems"])
     if kind == "value_error":
         return [((), str(ctx["error"]))]
+    if kind == "string_type":
+        return [((), _text_hint(tuple(item["loc"]), item.get("input")))]
     if kind == "extra_forbidden":
         keys = ", ".join(_known_keys(model, tuple(item["loc"])))
         return [((), f"unknown key (valid keys: {keys})")]
     return [((), _FRIENDLY_MESSAGES.get(kind, item["msg"]))]
+
+
+_TEXT_EXAMPLES = {
+    "listen_address": 'quote it and give HOST:PORT, e.g. "0.0.0.0:9958"',
+    "project_id": 'quote it, e.g. project_id: "0123456789abcdef0123456789abcdef"',
+    "workspace_id": 'quote it, e.g. workspace_id: "0"',
+}
+
+
+def _text_hint(loc: Loc, value: object) -> str:
+    """What to write where text is expected and YAML read something else."""
+    if isinstance(value, bool):
+        read = "YAML reads an unquoted true/false/yes/no/on/off as a boolean"
+    elif isinstance(value, int | float):
+        read = "YAML reads an unquoted number as a number"
+    elif isinstance(value, list | tuple):
+        return "must be text, not a list"
+    elif isinstance(value, dict):
+        return "must be text, not a mapping"
+    else:
+        return "must be text"
+    key = next((part for part in reversed(loc) if isinstance(part, str)), "")
+    example = _TEXT_EXAMPLES.get(key, "put the value in quotes")
+    return f"must be text: {example} ({read})"
 
 
 def problem_line(path: str | PathLike[str] | None, loc: Loc, reason: str) -> str:

@@ -60,7 +60,6 @@ one :class:`ConfigError`, and never quote a value (it could be a secret).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -92,6 +91,7 @@ from .values import (
     _regex,
     _verify_tls,
     parse_listen_address,
+    parse_shard,
 )
 
 DEFAULT_LISTEN_ADDRESS = "0.0.0.0:9958"
@@ -334,20 +334,9 @@ class Config(Section):
     def with_shard(self, spec: str, hostname: str = "") -> Config:
         """A copy owning shard ``INDEX/COUNT`` (``--shard``); ValueError if invalid.
 
-        ``INDEX`` may be ``hostname``: the number that ends the host name, as in a
-        Kubernetes StatefulSet whose pods are named ``<name>-0``, ``<name>-1``, ...
+        See :func:`parse_shard`.
         """
-        index_text, sep, count_text = spec.partition("/")
-        if index_text == "hostname":
-            match = re.search(r"-(\d+)$", hostname)
-            if not match:
-                raise ValueError(f"host name {hostname!r} does not end with -<number>")
-            index_text = match.group(1)
-        if not sep or not index_text.isdigit() or not count_text.isdigit():
-            raise ValueError(f"{spec!r} is not INDEX/COUNT")
-        index, count = int(index_text), int(count_text)
-        if count < 1 or index >= count:
-            raise ValueError(f"shard {index}/{count}: need 0 <= INDEX < COUNT")
+        index, count = parse_shard(spec, hostname)
         return self.model_copy(update={"shard": ShardSettings(index=index, count=count)})
 
 
@@ -358,6 +347,29 @@ def validate(data: Mapping[str, Any], path: Path | None, base_dir: Path) -> Conf
         raise ConfigError.from_validation(path, exc, Config) from None
     config._path = path
     return config
+
+
+def valid_sections(data: Mapping[str, Any], base_dir: Path) -> dict[str, BaseModel]:
+    """The sections of ``data`` that are valid on their own, by name (``modelarts.auth``
+    as ``"auth"`` too): what can still be checked when the whole is not valid."""
+    context = {"base_dir": base_dir}
+    found: dict[str, BaseModel] = {}
+    parts: list[tuple[str, type[Section], object]] = [
+        (name, info.annotation, data.get(name))
+        for name, info in Config.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, Section)
+    ]
+    modelarts = data.get("modelarts")
+    if isinstance(modelarts, Mapping) and modelarts.get("auth") is not None:
+        parts.append(("auth", AuthSettings, modelarts["auth"]))
+    for name, model, raw in parts:
+        if name == "modelarts" and raw is None:
+            continue
+        try:
+            found[name] = model.model_validate(raw, context=context)
+        except ValidationError:
+            continue
+    return found
 
 
 def default_config(

@@ -112,6 +112,26 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_shard(spec: str, hostname: str = "") -> tuple[int, int]:
+    """``(index, count)`` of ``INDEX/COUNT`` (``--shard``); ValueError saying what is wrong.
+
+    ``INDEX`` may be ``hostname``: the number that ends the host name, as in a
+    Kubernetes StatefulSet whose pods are named ``<name>-0``, ``<name>-1``, ...
+    """
+    index_text, sep, count_text = spec.partition("/")
+    if index_text == "hostname":
+        match = re.search(r"-(\d+)$", hostname)
+        if not match:
+            raise ValueError(f"host name {hostname!r} does not end with -<number>")
+        index_text = match.group(1)
+    if not sep or not index_text.isdigit() or not count_text.isdigit():
+        raise ValueError(f"{spec!r} is not INDEX/COUNT")
+    index, count = int(index_text), int(count_text)
+    if count < 1 or index >= count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= INDEX < COUNT")
+    return index, count
+
+
 def _listen_address(value: str) -> str:
     parse_listen_address(value)
     return value

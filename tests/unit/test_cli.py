@@ -60,7 +60,10 @@ def test_missing_config_file(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert "Traceback" not in err
 
 
-def test_every_config_problem_at_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_every_config_problem_at_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
     config = tmp_path / "cfg.yml"
     config.write_text(GOOD + "collect:\n  interval_seconds: fast\n  colour: blue\n")
     code, _, err = run(capsys, "serve", "--config.file", str(config))
@@ -292,3 +295,140 @@ def test_unknown_log_level_is_bad_usage(capsys: pytest.CaptureFixture[str], valu
     code, _, err = run(capsys, "rules", "check", "--log.level", value)
     assert code == 2
     assert "--log.level" in err
+
+
+def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MODELARTS_AUTH_TOKEN", "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "OS_AUTH_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_a_structure_error_does_not_hide_the_other_problems(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_credentials(monkeypatch)
+    (tmp_path / "bad_rules.yml").write_text("rules:\n  - name: b\n    kind: error\n")
+    (tmp_path / "web.yml").write_text("basic_auth_users: {alice: not-a-hash}\n")
+    config = tmp_path / "cfg.yml"
+    config.write_text(
+        GOOD
+        + "colour: blue\n"  # an unknown section: the whole file is invalid
+        + "collect: {interval_seconds: fast}\n"
+        + "rules: {paths: [missing.yml, bad_rules.yml]}\n"
+        + "web: {config_file: web.yml}\n"
+        + "state: {path: /proc/modelarts-state.db}\n"
+    )
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--config.check")
+    assert code == 2
+    assert "colour: unknown key" in err
+    assert "collect.interval_seconds" in err
+    assert "MODELARTS_AUTH_TOKEN" in err  # no credentials
+    assert "rules.paths[0]" in err
+    assert "bad_rules.yml" in err
+    assert "basic_auth_users" in err
+    assert "state.path: /proc/modelarts-state.db: is on /proc" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 7
+
+
+def test_an_invalid_modelarts_section_still_checks_the_environment(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_credentials(monkeypatch)
+    monkeypatch.setenv("HUAWEICLOUD_SDK_AK", "AK")  # a partial set
+    config = tmp_path / "cfg.yml"
+    config.write_text("modelarts: {endpoint: ftp://x, project_id: p}\n")
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--config.check")
+    assert code == 2
+    assert "modelarts.endpoint" in err
+    assert "HUAWEICLOUD_SDK_SK" in err
+
+
+def test_an_invalid_auth_block_is_reported_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_credentials(monkeypatch)
+    config = tmp_path / "cfg.yml"
+    config.write_text(
+        "modelarts: {endpoint: ftp://x, project_id: p, auth: {access_key: AK}}\n"
+        f"state: {{path: {tmp_path}/state.db}}\n"
+    )
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--config.check")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert any("modelarts.auth.secret_key" in line for line in lines)
+    assert not any("no ModelArts credentials" in line for line in lines)
+    assert len(lines) == 2, lines
+
+
+@pytest.mark.parametrize(
+    ("state_path", "problem"),
+    [
+        ("/proc/modelarts-state.db", "is on /proc, a kernel file system"),
+        ("/proc/self/state.db", "is on /proc, a kernel file system"),
+        ("/sys/state.db", "is on /sys, a kernel file system"),
+        ("/dev/shm/../state.db", "is on /dev, a kernel file system"),
+        ("/dev/null", "is on /dev, a kernel file system"),
+        ("{tmp}/a-file/state.db", "is not a directory"),
+        ("{tmp}/a-file/deeper/state.db", "is not a directory"),
+        ("{tmp}", "is a directory"),
+    ],
+)
+def test_state_paths_where_no_state_file_can_live(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    state_path: str,
+    problem: str,
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    (tmp_path / "a-file").write_text("not a directory")
+    config = tmp_path / "cfg.yml"
+    config.write_text(GOOD + f"state: {{path: '{state_path.format(tmp=tmp_path)}'}}\n")
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--config.check")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"{config}: state.path: ")
+    assert problem in line
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "key", "advice"),
+    [
+        (
+            "web: {listen_address: 9958}\n",
+            "web.listen_address",
+            'quote it and give HOST:PORT, e.g. "0.0.0.0:9958"',
+        ),
+        (
+            "modelarts: {endpoint: 'http://x', project_id: 1234567890}\n",
+            "modelarts.project_id",
+            'quote it, e.g. project_id: "0123456789abcdef0123456789abcdef"',
+        ),
+        (
+            "modelarts: {endpoint: 'http://x', project_id: p, workspace_id: 0}\n",
+            "modelarts.workspace_id",
+            "quote it",
+        ),
+        ("discovery: {job_ids: [123]}\n", "discovery.job_ids.0", "put the value in quotes"),
+        ("discovery: {name_regex: yes}\n", "discovery.name_regex", "true/false/yes/no"),
+    ],
+)
+def test_a_number_where_text_belongs_says_what_to_write(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    yaml_text: str,
+    key: str,
+    advice: str,
+) -> None:
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    config = tmp_path / "cfg.yml"
+    base = "" if yaml_text.startswith("modelarts") else GOOD
+    config.write_text(base + yaml_text + f"state: {{path: {tmp_path}/state.db}}\n")
+    code, _, err = run(capsys, "serve", "--config.file", str(config), "--config.check")
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"{config}: {key}: must be text: ")
+    assert advice in line
+    assert "Input should be a valid string" not in line
+    assert "1234567890" not in line  # values are never quoted

@@ -250,7 +250,11 @@ def test_unknown_keys_named_with_their_dotted_path(write: WriteConfig) -> None:
         ("discovery: {phases: Running}", "discovery.phases", "must be a list"),
         ("discovery: {phases: []}", "discovery.phases", "at least 1 item"),
         ("discovery: {job_ids: [a, '']}", "discovery.job_ids.1", "at least 1 character"),
-        ("discovery: {job_ids: [a, 7]}", "discovery.job_ids.1", "valid string"),
+        (
+            "discovery: {job_ids: [a, 7]}",
+            "discovery.job_ids.1",
+            "must be text: put the value in quotes",
+        ),
         ("rules: {include_default: 'yes'}", "rules.include_default", "valid boolean"),
         ("rules: {paths: [a, 3]}", "rules.paths.1", "non-empty path"),
         ("rules: {max_series_per_rule: 0}", "rules.max_series_per_rule", "greater than or equal"),
@@ -258,7 +262,7 @@ def test_unknown_keys_named_with_their_dotted_path(write: WriteConfig) -> None:
         ("lifecycle: {grace_period_seconds: -1}", "lifecycle.grace_period_seconds", "greater"),
         ("lifecycle: {grace_period_seconds: .inf}", "lifecycle.grace_period_seconds", "finite"),
         ("state: {path: ''}", "state.path", "non-empty path"),
-        ("web: {listen_address: 9958}", "web.listen_address", "valid string"),
+        ("web: {listen_address: 9958}", "web.listen_address", "quote it and give HOST:PORT"),
         ("shard: {index: -1}", "shard.index", "greater than or equal to 0"),
     ],
 )
@@ -281,7 +285,11 @@ def test_wrong_values(write: WriteConfig, snippet: str, key: str, reason: str) -
         ("{endpoint: https://x}", "modelarts.project_id", "Field required"),
         ("{endpoint: https://x, project_id: ''}", "modelarts.project_id", "at least 1"),
         ("{endpoint: https://x, project_id: a/b}", "modelarts.project_id", "'/'"),
-        ("{endpoint: https://x, project_id: 1234}", "modelarts.project_id", "valid string"),
+        (
+            "{endpoint: https://x, project_id: 1234}",
+            "modelarts.project_id",
+            "must be text: quote it",
+        ),
         ("{endpoint: https://x, project_id: p, max_attempts: 11}", "modelarts.max_attempts", "10"),
         (
             "{endpoint: https://x, project_id: p, read_timeout_seconds: 0}",
@@ -500,7 +508,7 @@ def test_not_utf8(tmp_path: Path) -> None:
             "not both",
         ),
         ("{token: ''}", "modelarts.auth.token", "must not be empty"),
-        ("{token: 12345}", "modelarts.auth.token", "valid string"),
+        ("{token: 12345}", "modelarts.auth.token", "must be text: put the value in quotes"),
         (
             "{iam: {auth_url: 'https://iam', username: u, domain_name: d}}",
             "modelarts.auth.iam.password",
