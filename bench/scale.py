@@ -402,7 +402,7 @@ def start_simulator(
         str(initial),
         "--growth-bytes-per-second",
         str(growth),
-        "--listen-address",
+        "--web.listen-address",
         "127.0.0.1:0",
         # A token sent is always checked, even where anonymous requests are accepted.
         "--token",
@@ -412,13 +412,19 @@ def start_simulator(
     proc = procs.spawn(args, stdout=subprocess.PIPE, stderr=err, cwd=tmp)
     err.close()
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 60)
-    line = proc.stdout.readline().decode().strip() if ready else ""
-    if not line:
-        text = (tmp / "simulator.log").read_text(errors="replace")[-2000:]
-        raise StartFailed(f"the simulator did not start:\n{text}")
-    url, project_id = line.split()
-    return proc, url, project_id
+    # The start-up message: "  endpoint:    URL" and "  project_id:  ID" lines.
+    out = b""
+    while b"\n  project_id:" not in out or not out.endswith(b"\n"):
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        chunk = os.read(proc.stdout.fileno(), 65536) if ready else b""
+        if not chunk:
+            text = (tmp / "simulator.log").read_text(errors="replace")[-2000:]
+            raise StartFailed(f"the simulator did not start:\n{text}")
+        out += chunk
+    labels = dict(
+        line.strip().split(":", 1) for line in out.decode().splitlines()[1:3] if ":" in line
+    )
+    return proc, labels["endpoint"].strip(), labels["project_id"].strip()
 
 
 @contextmanager

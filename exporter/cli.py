@@ -23,6 +23,7 @@ from .logsetup import FORMATS, LEVELS, setup_logging
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_DEMO_ADDRESS = "127.0.0.1:9958"
+SIM_TOKEN = "simulator-token"  # noqa: S105 (the simulator's made-up credential)
 
 log = logging.getLogger("exporter")
 
@@ -147,13 +148,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only the ModelArts simulator (for development and benchmarks)",
         parents=[common],
     )
-    simulate.add_argument("--listen-address", default="127.0.0.1:0", metavar="HOST:PORT")
+    simulate.add_argument(
+        "--web.listen-address",
+        dest="listen_address",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where the simulated ModelArts API listens (default: a free port on 127.0.0.1)",
+    )
+    # The flag's earlier name keeps working, unlisted.
+    simulate.add_argument("--listen-address", dest="listen_address", help=argparse.SUPPRESS)
     simulate.add_argument("--scenario", choices=["demo", "scale"], default="demo")
-    simulate.add_argument("--jobs", type=int, default=150)
-    simulate.add_argument("--tasks-per-job", type=int, default=2)
-    simulate.add_argument("--initial-bytes", type=int, default=200_000)
-    simulate.add_argument("--growth-bytes-per-second", type=int, default=2_000)
-    simulate.add_argument("--token", default="", help="require this X-Auth-Token")
+    simulate.add_argument("--jobs", type=int, default=150, help="scale scenario: jobs")
+    simulate.add_argument("--tasks-per-job", type=int, default=2, help="scale scenario")
+    simulate.add_argument("--initial-bytes", type=int, default=200_000, help="scale scenario")
+    simulate.add_argument(
+        "--growth-bytes-per-second", type=int, default=2_000, help="scale scenario"
+    )
+    simulate.add_argument(
+        "--token",
+        help=f"accept this X-Auth-Token (default without --ak or --iam-user: {SIM_TOKEN})",
+    )
+    simulate.add_argument("--ak", metavar="ACCESS_KEY", help="accept AK/SK signatures with --sk")
+    simulate.add_argument("--sk", metavar="SECRET_KEY", help="the secret key of --ak")
+    simulate.add_argument(
+        "--iam-user", metavar="NAME", help="accept an IAM password login (POST /v3/auth/tokens)"
+    )
+    simulate.add_argument("--iam-password", metavar="PASSWORD", help="the password of --iam-user")
+    simulate.add_argument(
+        "--iam-domain",
+        default="simulator",
+        metavar="DOMAIN",
+        help="the account (domain) of --iam-user (default: simulator)",
+    )
     return parser
 
 
@@ -341,10 +367,24 @@ def _simulate(args: argparse.Namespace) -> int:
     from .config import parse_listen_address
     from .simulator import SimAuth, Simulator, demo_scenario, scale_scenario
 
+    problems = []
     try:
         host, port = parse_listen_address(args.listen_address)
     except ValueError as exc:
-        return _problems([f"--listen-address: {exc}"])
+        problems.append(f"--web.listen-address: {exc}")
+    if bool(args.ak) != bool(args.sk):
+        problems.append("--ak and --sk go together: give both")
+    if bool(args.iam_user) != bool(args.iam_password):
+        problems.append("--iam-user and --iam-password go together: give both")
+    if problems:
+        return _problems(problems)
+    token = args.token or (None if args.ak or args.iam_user else SIM_TOKEN)
+    auth = SimAuth(
+        tokens=frozenset({token} if token else ()),
+        aksk={args.ak: args.sk} if args.ak else {},
+        users={(args.iam_domain, args.iam_user): args.iam_password} if args.iam_user else {},
+        allow_anonymous=not (args.token or args.ak or args.iam_user),
+    )
     scenario = (
         demo_scenario()
         if args.scenario == "demo"
@@ -355,16 +395,55 @@ def _simulate(args: argparse.Namespace) -> int:
             growth_bytes_per_second=args.growth_bytes_per_second,
         )
     )
-    auth = SimAuth(tokens=frozenset({args.token})) if args.token else SimAuth(allow_anonymous=True)
     simulator = Simulator(scenario, host=host, port=port, auth=auth)
     simulator.start()
-    print(f"{simulator.url} {simulator.project_id}", flush=True)
+    print(_simulator_banner(args, simulator.url, simulator.project_id, token), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     simulator.stop()
     return EXIT_OK
+
+
+def _simulator_banner(
+    args: argparse.Namespace, url: str, project_id: str, token: str | None
+) -> str:
+    """What ``simulate`` prints: where it is, and the exact ``serve`` command for each
+    credential it accepts."""
+    import shlex
+
+    environments = []
+    if token:
+        environments.append(("X-Auth-Token", {"MODELARTS_AUTH_TOKEN": token}))
+    if args.ak:
+        environments.append(
+            ("AK/SK signing", {"HUAWEICLOUD_SDK_AK": args.ak, "HUAWEICLOUD_SDK_SK": args.sk})
+        )
+    if args.iam_user:
+        iam = {
+            "OS_AUTH_URL": f"{url}/v3",
+            "OS_USERNAME": args.iam_user,
+            "OS_PASSWORD": args.iam_password,
+            "OS_DOMAIN_NAME": args.iam_domain,
+        }
+        environments.append(("IAM password login", iam))
+    config = f'modelarts: {{endpoint: "{url}", project_id: "{project_id}"}}'
+    lines = [
+        f"modelarts-exporter simulate: the built-in ModelArts simulator, scenario {args.scenario}",
+        f"  endpoint:    {url}",
+        f"  project_id:  {project_id}",
+        f"  credentials: {', '.join(kind for kind, _ in environments)}",
+        "Run the exporter against it (from another terminal):",
+        f"  printf '%s\\n' {shlex.quote(config)} > simulator.yml",
+    ]
+    for kind, env in environments:
+        variables = " ".join(f"{name}={shlex.quote(value)}" for name, value in env.items())
+        lines.append(
+            f"  {variables} modelarts-exporter serve --config.file simulator.yml   # " + kind
+        )
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
