@@ -292,10 +292,45 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _read(name: str) -> bytes:
-    if name == "-":
-        return sys.stdin.buffer.read()
-    return Path(name).read_bytes()
+    """A log's bytes (``-``: stdin), decompressed when it is gzip (by its first bytes).
+
+    Raises OSError, or ValueError for a ``.gz`` file that is not valid gzip.
+    """
+    import gzip
+    import zlib
+
+    data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    if data.startswith(_GZIP_MAGIC):
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ValueError(f"not a valid gzip file ({exc})") from None
+    if name.endswith(".gz"):
+        raise ValueError("not a gzip file, though its name ends with .gz")
+    return data
+
+
+def task_ids(names: Sequence[str]) -> list[str]:
+    """The ``task_id`` of each file of one ``analyze`` run: its name without ``.gz``
+    (``stdin`` for ``-``); where files share a name (every ModelArts task log is
+    ``worker-0``), the parent folder and the name (``job-a/worker-0``); where those
+    clash too, the path as given. ValueError names a file given twice."""
+    stripped = ["stdin" if name == "-" else name.removesuffix(".gz") for name in names]
+    ids = [Path(name).name for name in stripped]
+    for depth in (2, None):
+        clashing = {i for i in ids if ids.count(i) > 1}
+        for n, name in enumerate(stripped):
+            if ids[n] in clashing:
+                parts = Path(name).parts
+                ids[n] = name if depth is None else "/".join(parts[-depth:])
+    twice = next((names[n] for n, i in enumerate(ids) if ids.count(i) > 1), None)
+    if twice is not None:
+        raise ValueError(f"{twice}: given twice")
+    return ids
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -313,12 +348,17 @@ def _analyze(args: argparse.Namespace) -> int:
     job = "local"
     tasks = {}
     now = time.time()
-    for name in args.files:
+    try:
+        ids = task_ids(args.files)
+    except ValueError as exc:
+        return _problems([f"analyze: {exc}"])
+    for name, task_id in zip(args.files, ids, strict=True):
         try:
             data = _read(name)
         except OSError as exc:
             return _problems([f"analyze: {name}: {exc.strerror or exc}"])
-        task_id = "stdin" if name == "-" else Path(name).name
+        except ValueError as exc:
+            return _problems([f"analyze: {name}: {exc}"])
         preview = LogPreview(data.decode("utf-8", "replace"), len(data), len(data))
         task, _ = apply_preview(
             TaskState(job, task_id), preview, ruleset, final=True, now=now, limits=Limits()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
@@ -432,3 +433,82 @@ def test_a_number_where_text_belongs_says_what_to_write(
     assert advice in line
     assert "Input should be a valid string" not in line
     assert "1234567890" not in line  # values are never quoted
+
+
+def _exit_codes(out: str) -> dict[str, float]:
+    found = {}
+    for line in out.splitlines():
+        if line.startswith("modelarts_task_exit_code{"):
+            labels, value = line.rsplit(" ", 1)
+            task = labels.split('task_id="', 1)[1].split('"', 1)[0]
+            found[task] = float(value)
+    return found
+
+
+def test_analyze_tells_apart_logs_of_the_same_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for job, code in (("job-a", 1), ("job-b", 2), ("other/job-a", 3)):
+        (tmp_path / job).mkdir(parents=True)
+        (tmp_path / job / "worker-0").write_text(f"[Modelarts Service Log]exit with {code}\n")
+    (tmp_path / "solo.log").write_text("[Modelarts Service Log]exit with 4\n")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        capsys, "analyze", "job-a/worker-0", "job-b/worker-0", "other/job-a/worker-0", "solo.log"
+    )
+    assert code == 0, err
+    assert _exit_codes(out) == {
+        "job-a/worker-0": 1.0,
+        "job-b/worker-0": 2.0,
+        "other/job-a/worker-0": 3.0,
+        "solo.log": 4.0,
+    }
+    code, out, err = run(capsys, "analyze", str(tmp_path / "job-a" / "worker-0"), "solo.log")
+    assert _exit_codes(out) == {"worker-0": 1.0, "solo.log": 4.0}  # unique: the file name
+
+
+def test_analyze_refuses_a_file_given_twice(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = tmp_path / "worker-0"
+    log.write_text("x\n")
+    code, out, err = run(capsys, "analyze", str(log), str(log))
+    assert code == 2
+    assert err.strip() == f"analyze: {log}: given twice"
+    assert out == ""
+
+
+def test_analyze_reads_gzip_logs_decompressed(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = b"step 1\nTraceback (most recent call last):\n[Modelarts Service Log]exit with 7\n"
+    (tmp_path / "worker-0.log.gz").write_bytes(gzip.compress(text))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(gzip.compress(text))))
+    code, out, err = run(capsys, "analyze", str(tmp_path / "worker-0.log.gz"), "-")
+    assert code == 0, err
+    assert _exit_codes(out) == {"worker-0.log": 7.0, "stdin": 7.0}
+    assert (
+        'modelarts_task_log_lines_total{task_id="worker-0.log",training_job_id="local"} 3.0' in out
+    )
+    assert (
+        f'modelarts_task_log_size_bytes{{task_id="stdin",training_job_id="local"}} {len(text)}.0'
+        in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"plain text\n", "not a gzip file, though its name ends with .gz"),
+        (gzip.compress(b"x\n" * 100)[:20], "not a valid gzip file"),
+    ],
+)
+def test_a_broken_gz_log_is_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes, problem: str
+) -> None:
+    log = tmp_path / "worker-0.gz"
+    log.write_bytes(content)
+    code, _, err = run(capsys, "analyze", str(log))
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"analyze: {log}: {problem}")
