@@ -127,7 +127,7 @@ class Exporter:
             ready=self.poller.ready.is_set,
             check_auth=self._check_auth,
             headers=self._headers,
-            reload=lambda: self.reload("POST /-/reload"),
+            reload=lambda: self.reload("/-/reload"),
         )
         try:
             self.http = HTTPServer(
@@ -192,9 +192,12 @@ class Exporter:
                     log.info("received %s: stopping", received.name)
                     return
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            # A second SIGTERM/SIGINT while stopping acts as it did before; a SIGHUP
+            # while stopping is ignored rather than killing the process mid-save.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, previous[sig])
             self.stop()
+            signal.signal(signal.SIGHUP, previous[signal.SIGHUP])
             log.info("stopped")
 
     # --- reload ---------------------------------------------------------------------------
