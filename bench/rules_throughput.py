@@ -236,7 +236,7 @@ import sys
 import yaml
 
 from modelarts_exporter.rules.model import signal_number
-from modelarts_exporter.rules.vocabulary import merge, parse_vocabulary
+from modelarts_exporter.rules.vocabfile import merge, parse_vocabulary
 
 NUM = __NUM__
 ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .modelarts.types import PHASES
 from .rules.model import Rule
-from .store import Snapshot, TaskState
+from .store import LOSS_VALUES, LOSS_VALUES_COUNT, LOSS_VALUES_SUM, Snapshot, TaskState
 
 TASK_LABELS = ("training_job_id", "task_id")
 
@@ -28,6 +28,8 @@ class Family:
     help: str
     labels: tuple[str, ...]
     samples: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    suffixes: list[str] = field(default_factory=list)
+    """A summary's samples: the suffix of each (``_count``, ``_sum``); empty otherwise."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +128,13 @@ def build_families(
         (*TASK_LABELS, "marker"),
     )
     custom = _custom_families(rules)
+    loss_values = Family(
+        LOSS_VALUES,
+        "summary",
+        "Every finite training loss printed, each line once: rate(_sum)/rate(_count) is the "
+        "mean training loss over any range.",
+        TASK_LABELS,
+    )
     for (job_id, task_id), task in sorted(snapshot.tasks.items()):
         if job_id not in snapshot.jobs:
             continue
@@ -137,6 +146,11 @@ def build_families(
         if task.up is not None:
             up.samples.append((key, 1.0 if task.up else 0.0))
         _marker_samples(task, known, errors, warnings)
+        count = task.counters.get(LOSS_VALUES_COUNT)
+        if count is not None:
+            total = task.counters.get(LOSS_VALUES_SUM, (0.0, ""))[0]
+            loss_values.samples += [(key, count[0]), (key, total)]
+            loss_values.suffixes += ["_count", "_sum"]
         for series, target in ((task.gauges, "gauge"), (task.counters, "counter")):
             for (metric_name, labels), (value, _rule) in sorted(series.items()):
                 family = custom.get(metric_name)
@@ -162,7 +176,8 @@ def build_families(
         info.samples.append(((job_id, job.name, job.phase, job.engine, job.flavor), 1.0))
         for name in PHASES:
             phase.samples.append(((job_id, name), 1.0 if job.phase == name else 0.0))
-    ordered = [*families.values(), up, errors, warnings, info, phase, *custom.values()]
+    ordered = [*families.values(), up, errors, warnings, loss_values, info, phase]
+    ordered += custom.values()
     return [f for f in ordered if f.samples or f.name in _ALWAYS]
 
 
@@ -231,18 +246,19 @@ def render(families: Iterable[Family], *, openmetrics: bool = False) -> str:
         header_name = name if openmetrics else sample_name
         out.append(f"# HELP {header_name} {_escape_help(family.help, openmetrics)}\n")
         out.append(f"# TYPE {header_name} {family.type}\n")
+        suffixes = family.suffixes or [""] * len(family.samples)
         if family.labels:
             order = sorted(range(len(family.labels)), key=family.labels.__getitem__)
             names = [family.labels[i] for i in order]
-            for values, value in family.samples:
+            for (values, value), suffix in zip(family.samples, suffixes, strict=True):
                 pairs = ",".join(
                     f'{label}="{_escape_label(values[i])}"'
                     for label, i in zip(names, order, strict=True)
                 )
-                out.append(f"{sample_name}{{{pairs}}} {format_value(value)}\n")
+                out.append(f"{sample_name}{suffix}{{{pairs}}} {format_value(value)}\n")
         else:
-            for _, value in family.samples:
-                out.append(f"{sample_name} {format_value(value)}\n")
+            for (_, value), suffix in zip(family.samples, suffixes, strict=True):
+                out.append(f"{sample_name}{suffix} {format_value(value)}\n")
     return "".join(out)
 
 

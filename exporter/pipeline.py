@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from .cursor import advance
 from .modelarts.types import LogPreview
 from .rules.engine import RuleSet, ScanResult, SeriesKey
-from .store import TaskState
+from .store import LOSS_VALUES_COUNT, LOSS_VALUES_SUM, TaskState
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +78,15 @@ def apply_preview(
         failures=0,
     )
     if adv.outcome == "reset":
-        # The values printed by the old log do not describe the new one.
+        # The values printed by the old log do not describe the new one (counters go on).
         updated = replace(
-            updated, exit_code=None, loss=None, step=None, epoch=None, rule_context={}
+            updated,
+            exit_code=None,
+            loss=None,
+            step=None,
+            epoch=None,
+            rule_context={},
+            gauges={},
         )
     if adv.block:
         scan = rules.scan(adv.block, context=updated.rule_context)
@@ -109,8 +115,14 @@ def _apply_scan(task: TaskState, scan: ScanResult, limits: Limits, stats: PollSt
             if _admit(gauges, key, rule, limits, stats):
                 gauges[key] = (value, rule)
         changes["gauges"] = gauges
-    if scan.counters:
+    if scan.counters or scan.loss_count:
         counters = dict(task.counters)
+        if scan.loss_count:
+            for key, add in (
+                (LOSS_VALUES_COUNT, scan.loss_count),
+                (LOSS_VALUES_SUM, scan.loss_sum),
+            ):
+                counters[key] = (counters.get(key, (0.0, ""))[0] + add, "loss_values")
         for key, (increment, rule) in scan.counters.items():
             if _admit(counters, key, rule, limits, stats):
                 counters[key] = (counters.get(key, (0.0, rule))[0] + increment, rule)

@@ -39,6 +39,13 @@ Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
 
 
+LOSS_VALUES = "modelarts_task_loss_values"
+LOSS_VALUES_COUNT: tuple[str, tuple[tuple[str, str], ...]] = (LOSS_VALUES + "_count", ())
+LOSS_VALUES_SUM: tuple[str, tuple[tuple[str, str], ...]] = (LOSS_VALUES + "_sum", ())
+"""A task's counters under these keys hold the training-loss summary: the lines with a
+finite training loss and the sum of those losses (exactly once, like every counter)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TaskState:
     """Everything known about one task's log. Replaced, never changed in place."""

@@ -28,8 +28,14 @@ from .normalize import normalize
 from .vocabulary import RUNNING_RANK
 
 _UNANCHORED = re2._Anchor.UNANCHORED
+_ANCHOR_START = re2._Anchor.ANCHOR_START
 
 CHUNK_BYTES = 64 * 1024
+
+_MAX_FRUITLESS = 128
+"""A vocabulary gauge reads at most this many candidate lines that give it nothing, from
+the end of a block back, before it gives up on the block (a log of nothing but look-alikes
+costs bounded work; the value printed before them stays from an earlier block)."""
 
 _LOOKBACK_LINES = 8
 """A running mean (``avg loss`` at an epoch's end) gives way to a step's own loss printed
@@ -69,6 +75,10 @@ class ScanResult:
     warnings: dict[str, int] = field(default_factory=dict)
     exit_code: float | None = None
     loss: Loss | None = None
+    loss_count: int = 0
+    """Lines with a finite training loss (each line once, whichever rule gave it)."""
+    loss_sum: float = 0.0
+    """The sum of those losses: ``loss_sum / loss_count`` is their mean."""
     gauges: dict[SeriesKey, tuple[float, str]] = field(default_factory=dict)
     """Custom gauge series -> (last value, rule)."""
     counters: dict[SeriesKey, tuple[float, str]] = field(default_factory=dict)
@@ -92,6 +102,22 @@ class _Last:
 
 
 @dataclass(slots=True)
+class _LossLine:
+    """One line's training loss: where, which rule, its value and the rank of its key;
+    ``loss`` is filled for a format rule, and for the vocabulary's line when it is the
+    one kept (the step and epoch are read then)."""
+
+    at: int
+    index: int
+    value: float
+    rank: int
+    loss: Loss | None
+    chunk: bytes
+    line_end: int
+    spans: Any
+
+
+@dataclass(slots=True)
 class _State:
     """What one scan accumulates across chunks."""
 
@@ -100,6 +126,10 @@ class _State:
     marker_lines: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     contexts: dict[int, list[tuple[int, float | None, float | None]]] = field(default_factory=dict)
     """Context rule index -> (line offset, step, epoch) of each line it matched, in order."""
+    losses: list[_LossLine] = field(default_factory=list)
+    """Every line with a training loss, in line order."""
+    fruitless: dict[int, int] = field(default_factory=dict)
+    """Vocabulary gauge -> candidate lines read that gave it nothing."""
 
 
 class RuleSet:
@@ -128,9 +158,11 @@ class RuleSet:
         self._last_only = frozenset(
             i
             for i, rule in enumerate(self.rules)
-            if rule.kind in ("exit_code", "loss") or (rule.kind == "gauge" and not rule.labels)
+            if rule.kind == "exit_code" or (rule.kind == "gauge" and not rule.labels)
         )
         """Rules that keep only the last value: they read backwards from the end."""
+        self._losses = frozenset(i for i, rule in enumerate(self.rules) if rule.kind == "loss")
+        """Loss rules: every line's loss counts (``loss_values``); read forwards."""
 
     def scan(self, block: bytes, *, context: Mapping[str, Any] | None = None) -> ScanResult:
         """Run every rule over the lines of ``block`` (raw log bytes).
@@ -160,9 +192,12 @@ class RuleSet:
             hits = frozenset(self._set.Match(chunk) or ())
             result.prefilter_seconds += time.perf_counter() - t0
             chunks.append((start, chunk, hits))
-            for index in sorted(hits - self._last_only):
+            for index in sorted(hits - self._last_only - self._losses):
                 self._run(index, chunk, start, state)
+            if hits & self._losses:
+                self._run_losses(sorted(hits & self._losses), chunk, start, state)
             start = end
+        self._last_loss(state)
         for index in sorted(self._last_only):
             for offset, chunk, hits in reversed(chunks):
                 if index in hits and self._run_last(index, chunk, offset, state):
@@ -203,35 +238,93 @@ class RuleSet:
             failures = self._take_values(rule, index, chunk, offset, hits, state)
         _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
 
+    def _run_losses(self, indices: list[int], chunk: bytes, offset: int, state: _State) -> None:
+        """The loss rules that can match in one chunk, forwards: each line's loss from the
+        first rule (in load order) that gives one there."""
+        taken: dict[int, _LossLine] = {}
+        for index in indices:
+            rule = self.rules[index]
+            t0 = time.perf_counter()
+            matches = failures = 0
+            for line_end, spans in _matching_lines(rule, chunk, 0, len(chunk)):
+                if line_end in taken:
+                    continue
+                if rule.extract_fast is not None:
+                    line_start = chunk.rfind(b"\n", 0, spans[0][0]) + 1
+                    fast = rule.extract_fast(chunk[line_start:line_end])
+                    if fast is None:
+                        continue
+                    value, rank = fast
+                    taken[line_end] = _LossLine(
+                        offset + line_end, index, value, rank, None, chunk, line_end, spans
+                    )
+                else:
+                    try:
+                        _, loss = self._value(rule, chunk, spans, (), line_end)
+                    except ValueError:
+                        failures += 1
+                        continue
+                    taken[line_end] = _LossLine(
+                        offset + line_end, index, loss.value, 0, loss, chunk, line_end, spans
+                    )
+                matches += 1
+            _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
+        result = state.result
+        for line_end in sorted(taken):
+            line = taken[line_end]
+            state.losses.append(line)
+            if math.isfinite(line.value):
+                result.loss_count += 1
+                result.loss_sum += line.value
+
+    def _last_loss(self, state: _State) -> None:
+        """The loss to keep: the last line's, unless it is a running mean printed right
+        after a step's own loss (the epoch's ``avg loss`` after its last step)."""
+        losses = state.losses
+        if not losses:
+            return
+        chosen = losses[-1]
+        if chosen.rank >= RUNNING_RANK:
+            for earlier in reversed(losses[-1 - _LOOKBACK_LINES : -1]):
+                if earlier.rank < RUNNING_RANK:
+                    chosen = earlier
+                    break
+        loss = chosen.loss
+        if loss is None:
+            taken = _extracted(
+                self.rules[chosen.index], chosen.chunk, chosen.line_end, chosen.spans
+            )
+            loss = taken[0] if taken is not None else Loss(chosen.value)
+        _keep_last(state.last, "loss", (chosen.at, -chosen.index), loss)
+
     def _run_last(self, index: int, chunk: bytes, offset: int, state: _State) -> bool:
         """A last-value rule over one chunk, from its end backwards: the latest matching
         line with a usable value wins, and the lines before it are never read.
 
-        Returns whether a value was found. Only the lines read count as matches.
+        Returns whether to stop: a value was found, or the rule gave up on the block.
+        Only the lines read count as matches.
         """
         rule = self.rules[index]
         t0 = time.perf_counter()
         hi = len(chunk)
         span = _BACKWARD_BYTES
-        matches = failures = looked = 0
+        matches = failures = 0
         found = False
-        fallback: tuple[int, Loss] | None = None
         while hi > 0 and not found:
             lo = 0 if hi <= span else chunk.rfind(b"\n", 0, hi - span) + 1
             hits = _matching_lines(rule, chunk, lo, hi)
             for line_end, spans in reversed(hits):
-                if rule.extract is not None:
-                    taken = _extracted(rule, chunk, line_end, spans)
-                    if taken is None:
+                if rule.extract is not None:  # a gauge of the vocabulary
+                    value = rule.extract(_line_text(chunk, line_end, spans))
+                    if value is None:
+                        state.fruitless[index] = state.fruitless.get(index, 0) + 1
+                        if state.fruitless[index] >= _MAX_FRUITLESS:
+                            found = True  # give up on this block: see _MAX_FRUITLESS
+                            break
                         continue
                     matches += 1
-                    if fallback is None:
-                        fallback = (line_end, taken[0])
-                    if taken[1] >= RUNNING_RANK and looked < _LOOKBACK_LINES:
-                        looked += 1
-                        continue  # a running mean: a step's loss just before it wins
-                    at, loss = (line_end, taken[0]) if taken[1] < RUNNING_RANK else fallback
-                    _keep_last(state.last, "loss", (offset + at, -index), loss)
+                    slot = ("gauge", (rule.metric, ()))
+                    _keep_last(state.last, slot, (offset + line_end, -index), (value, rule.name))
                     found = True
                     break
                 try:
@@ -246,9 +339,6 @@ class RuleSet:
                 break
             hi = lo
             span *= 4
-        if not found and fallback is not None:
-            _keep_last(state.last, "loss", (offset + fallback[0], -index), fallback[1])
-            found = True
         _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
         return found
 
@@ -277,12 +367,19 @@ class RuleSet:
                 previous = result.counters.get(key, (0.0, rule.name))[0]
                 result.counters[key] = (previous + value, rule.name)
             return failures
-        if rule.extract is not None:
+        if rule.extract is not None:  # the vocabulary's loss or a gauge, in an example
             for line_end, spans in reversed(hits):
-                taken = _extracted(rule, chunk, line_end, spans)
-                if taken is not None:
-                    _keep_last(state.last, "loss", (offset + line_end, -index), taken[0])
-                    break
+                at = (offset + line_end, -index)
+                if rule.kind == "loss":
+                    taken = _extracted(rule, chunk, line_end, spans)
+                    if taken is not None:
+                        _keep_last(state.last, "loss", at, taken[0])
+                        break
+                else:
+                    value = rule.extract(_line_text(chunk, line_end, spans))
+                    if value is not None:
+                        _keep_last(state.last, ("gauge", (rule.metric, ())), at, (value, rule.name))
+                        break
             return 0
         done: set[Labels] = set()
         for line_end, spans in reversed(hits):
@@ -463,21 +560,33 @@ def _tally(result: ScanResult, name: str, matches: int, failures: int, seconds: 
 
 def _matching_lines(rule: Rule, chunk: bytes, lo: int, hi: int) -> list[tuple[int, Any]]:
     """(line end, group spans) of each line of ``chunk[lo:hi]`` the rule matches, once
-    per line, in order; lines that also match ``unless`` left out."""
-    match = rule.regex._regexp.Match
+    per line, in order; lines that also match ``unless`` left out.
+
+    The search runs without capturing groups (RE2's DFA, fast over long stretches of
+    text); a rule with groups then reads them on the matching line alone, from where the
+    match starts.
+    """
+    find = (rule.finder or rule.regex)._regexp.Match
+    groups = rule.regex._regexp.Match if rule.regex.groups else None
     unless = rule.unless._regexp.Match if rule.unless is not None else None
     hits: list[tuple[int, Any]] = []
     pos = lo
     while pos < hi:
-        spans = match(_UNANCHORED, chunk, pos, hi)
+        spans = find(_UNANCHORED, chunk, pos, hi)
         begin = spans[0][0]
         if begin < 0:
             break
         line_end = chunk.find(b"\n", begin)
+        if line_end < 0:
+            line_end = hi
         pos = line_end + 1
         if unless is not None:
             line_start = chunk.rfind(b"\n", 0, begin) + 1
             if unless(_UNANCHORED, chunk, line_start, line_end)[0][0] >= 0:
+                continue
+        if groups is not None:
+            spans = groups(_ANCHOR_START, chunk, begin, line_end)
+            if spans[0][0] < 0:  # not reached: the same pattern matched from here
                 continue
         hits.append((line_end, spans))
     return hits

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .kvrules import vocabulary_rules
 from .model import Rule, RuleError, load_rule_file
-from .vocabulary import VocabularySpec
+from .vocabfile import VocabularySpec
 
 
 def default_rules_dir() -> Path:

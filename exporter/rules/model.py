@@ -15,9 +15,9 @@ what it feeds, a ``pattern`` (RE2 syntax, run on one log line at a time, unancho
           - line: 'cuda memory summary'
             match: false
 
-      - name: tokens_per_second
+      - name: rank_tokens_per_second
         kind: gauge               # gauge: last value; counter: + value (or + 1) per line
-        metric: modelarts_task_tokens_per_second
+        metric: modelarts_task_rank_tokens_per_second
         help: Training throughput printed by the trainer.
         pattern: 'tokens/s: (?P<value>{NUM}) rank (?P<rank>\\d+)'
         labels: [rank]            # named groups that become labels
@@ -85,7 +85,8 @@ from typing import Any, Literal, cast
 import re2
 import yaml
 
-from .vocabulary import VocabularySpec, parse_vocabulary
+from .telemetry import GAUGES
+from .vocabfile import VocabularySpec, parse_vocabulary
 
 NUM = r"[-+]?(?:nan|NaN|NAN|-?inf|inf|Inf|INF|Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
 """A number as training logs print it."""
@@ -121,6 +122,9 @@ BUILTIN_METRICS = frozenset(
         "modelarts_task_up",
         "modelarts_training_job_info",
         "modelarts_training_job_phase",
+        "modelarts_task_loss_values",
+        "modelarts_task_failure_info",
+        *(gauge.metric for gauge in GAUGES),
     }
 )
 
@@ -383,6 +387,7 @@ class Rule:
     pattern: str
     """The pattern as run, ``{NUM}`` expanded."""
     regex: Any
+    """The pattern compiled with its groups (to read what a matching line captures)."""
     unless: Any | None
     marker: str = ""
     metric: str = ""
@@ -399,6 +404,12 @@ class Rule:
     feeds: tuple[str, ...] = ()
     """Context rules: the loss rules whose lines take this rule's step/epoch."""
     examples: tuple[Example, ...] = field(default=())
+    finder: Any = None
+    """The pattern compiled without capturing groups: RE2 finds the next matching line with
+    its fast DFA, and the groups are read on that line alone (None: ``regex``)."""
+    extract_fast: Callable[[bytes], tuple[float, int] | None] | None = None
+    """The vocabulary's loss rule on every candidate line: (value, rank) from the raw
+    line, or None; ``extract`` reads the step and epoch of the line that is kept."""
     extract: Callable[[str], Any] | None = None
     """Rules made from the vocabulary (kvrules.py): reads a matching line's text and gives
     what the line holds (a loss rule: ``(value, step, epoch)``; a marker rule: whether it
@@ -420,6 +431,42 @@ _UNSUPPORTED = (
     (re.compile(r"\(\?>"), "an atomic group", "drop it: RE2 never backtracks"),
     (re.compile(r"[*+?}]\+"), "a possessive quantifier", "drop the +: RE2 never backtracks"),
 )
+
+
+def without_groups(pattern: str) -> str:
+    """``pattern`` with every capturing group made non-capturing: ``(x)`` and
+    ``(?P<name>x)`` become ``(?:x)``; escapes and character classes are left as they are."""
+    out: list[str] = []
+    i, size = 0, len(pattern)
+    while i < size:
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            continue
+        if char == "[":  # a class: copied whole (`[]a]`, `[^]a]` and escapes included)
+            j = i + 1
+            if j < size and pattern[j] == "^":
+                j += 1
+            if j < size and pattern[j] == "]":
+                j += 1
+            while j < size and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+            continue
+        if char == "(":
+            if pattern.startswith("(?P<", i) or pattern.startswith("(?<", i):
+                i = pattern.index(">", i) + 1
+                out.append("(?:")
+                continue
+            if not pattern.startswith("(?", i):
+                out.append("(?:")
+                i += 1
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def compile_pattern(pattern: str) -> tuple[Any, str | None]:
@@ -525,6 +572,7 @@ def _compile_rule(spec: RuleSpec, source: str, problems: list[str]) -> Rule | No
         source=source,
         pattern=pattern,
         regex=regex,
+        finder=compile_pattern(without_groups(pattern))[0] if regex.groups else regex,
         unless=unless,
         marker=spec.marker or (spec.name if spec.kind in ("error", "warning") else ""),
         metric=(spec.metric or "").removesuffix("_total")

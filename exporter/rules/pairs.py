@@ -31,7 +31,10 @@ from dataclasses import dataclass
 
 _WORD = r"[^\W\d](?:\w|[.\-/@](?=\w))*"
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?i:nan|inf(?:inity)?)(?![a-zA-Z])"
-_UNIT = r"%|[A-Za-z]{1,8}(?:/[A-Za-z]{1,8})?|\s?[A-Za-z]{1,8}/[A-Za-z]{1,8}"
+_UNIT = (
+    r"%|[A-Za-z]{1,8}(?:/[A-Za-z]{1,8}){0,2}|\s?[A-Za-z]{1,8}/[A-Za-z]{1,8}"
+    r"|\s(?:ms|s|sec|secs|seconds|min|mins|minutes|h|hours?|days?)\b"
+)
 
 _PAIR = re.compile(
     r"(?<![\w'\"])['\"]?"
@@ -61,8 +64,18 @@ _FRAME = re.compile(
 )
 """A progress frame: tqdm's ``n/total [elapsed<left, rate unit``, Keras 3's ``n/total ━━━``."""
 
+_RATE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(us|µs|ms|s)/(step|iter|batch)\b")
+"""A time per step without a key: Keras' ``454ms/step``."""
+_PER_SECOND = re.compile(
+    r"(?<![\w.])(\d+(?:\.\d+)?)\s?((?:tokens?|toks?|samples?|imgs?|images?|examples?|seqs?"
+    r"|sequences?|words?)/(?:s|sec))\b"
+)
+"""A throughput without a key: llm.c's ``53120 tok/s``."""
+_BAR = re.compile(r"\s*\d{1,3}%\s*\|[^|]*\|\s*$")
+"""A tqdm bar before its frame: what is left before it describes the bar."""
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_SPLIT = re.compile(r"[\s_.\-/@]+")
+_SPLIT = re.compile(r"[\s_.\-@]+|(/)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +97,30 @@ class Pair:
     seconds: float | None = None
     mode: str = ""
     """A ``(train)``/``(val)`` written after the key, as mmengine does: ``Epoch(val)``."""
+    context: str = ""
+    """A progress frame: what the line says of its bar (``Epoch 3:``, ``Map:``, ``""``)."""
+    at: int = -1
+    """Where the value's number starts in the line (-1 for a frame)."""
 
 
 _MODES = frozenset({"train", "val", "valid", "eval", "test"})
 
 
+_TOKENS: dict[str, tuple[str, ...]] = {}
+
+
 def key_tokens(key: str) -> tuple[str, ...]:
-    """Lower-case tokens of a key: split at spaces, ``_ . - / @`` and camelCase."""
-    return tuple(t for t in _SPLIT.split(_CAMEL.sub(" ", key).lower()) if t)
+    """Lower-case tokens of a key: split at spaces, ``_ . - @`` and camelCase; a ``/``
+    stays a token of its own (``actor/pg_loss`` -> ``actor / pg loss``: a namespace)."""
+    tokens = _TOKENS.get(key)
+    if tokens is None:
+        tokens = tuple(t for t in _SPLIT.split(_CAMEL.sub(" ", key).lower()) if t)
+        while tokens and tokens[0] == "/":
+            tokens = tokens[1:]
+        if len(_TOKENS) > 16384:
+            _TOKENS.clear()
+        _TOKENS[key] = tokens
+    return tokens
 
 
 def _clock_seconds(text: str) -> float:
@@ -111,58 +140,100 @@ def _number(text: str) -> float:
     return math.nan if math.isnan(value) else value
 
 
+_G = dict(_PAIR.groupindex)
+
+
 def find_pairs(line: str) -> list[Pair]:
     """Every pair of ``line`` (one line, no line end), tqdm frames included, in order."""
     pairs: list[Pair] = []
+    g = _G
     for match in _PAIR.finditer(line):
-        key = match["key"]
-        tokens = key_tokens(key)
-        paren = match["paren"] or ""
-        mode = paren.lower() if paren.lower() in _MODES else ""
+        groups = match.groups()
+        key = groups[g["key"] - 1]
+        paren = groups[g["paren"] - 1] or ""
+        mode = paren.lower() if paren and paren.lower() in _MODES else ""
         unit = "" if mode else paren
-        start = match.start("key")
-        position = match["sn"] or match["qn"]
-        if position is not None and (match["num"] is None or match["num"].isdigit()):
+        start = match.start(g["key"])
+        number = groups[g["num"] - 1]
+        position = groups[g["sn"] - 1] or groups[g["qn"] - 1]
+        if position is not None and (number is None or number.isdigit()):
             # `Epoch [1][240/735]`: the second number is the position inside the epoch
-            total_text = match["st"] or match["qt"]
-            at = match.start("sn") if match["sn"] is not None else match.start("qn")
+            total_text = groups[g["st"] - 1] or groups[g["qt"] - 1]
+            at = match.start(g["sn"]) if groups[g["sn"] - 1] is not None else match.start(g["qn"])
             pairs.append(Pair("[n/t]", ("frame",), float(position), at, float(total_text)))
-        if match["bn"] is not None:
-            total = float(match["bt"]) if match["bt"] is not None else None
-            pairs.append(Pair(key, tokens, float(match["bn"]), start, total, unit, mode=mode))
-        elif match["dur"] is not None:
-            seconds = _clock_seconds(match["dur"])
+        tokens = key_tokens(key)
+        if groups[g["bn"] - 1] is not None:
+            bt = groups[g["bt"] - 1]
+            total = float(bt) if bt is not None else None
+            value = float(groups[g["bn"] - 1])
+            pairs.append(Pair(key, tokens, value, start, total, unit, mode=mode))
+        elif groups[g["dur"] - 1] is not None:
+            seconds = _clock_seconds(groups[g["dur"] - 1])
             pairs.append(Pair(key, tokens, seconds, start, None, "s", seconds, mode))
         else:
-            total_text = match["total"]
+            total_text = groups[g["total"] - 1]
             total = float(total_text) if total_text is not None else None
-            value_unit = (match["unit"] or "").strip()
+            value_unit = (groups[g["unit"] - 1] or "").strip()
+            at = match.start(g["num"])
+            value = _number(number)
             pairs.append(
-                Pair(
-                    key,
-                    tokens,
-                    _number(match["num"]),
-                    start,
-                    total,
-                    value_unit or unit,
-                    mode=mode,
-                )
+                Pair(key, tokens, value, start, total, value_unit or unit, mode=mode, at=at)
             )
     leading = _LEADING.match(line)
     if leading is not None:
         total = float(leading["t"]) if leading["t"] is not None else None
         pairs.append(Pair("n/t", ("frame",), float(leading["n"]), leading.start("n"), total))
+    frame_spans: list[tuple[int, int]] = []
     if "/" in line and ("[" in line or "━" in line):
         for frame in _FRAME.finditer(line):
+            frame_spans.append(frame.span())
             left = frame["left"] or "?"
             left_seconds = _clock_seconds(left) if "?" not in left else None
             start = frame.start()
             total = float(frame["t"])
+            context = _BAR.sub("", line[max(0, start - 80) : start])[-60:].strip()
             pairs.append(
-                Pair("n/t [", ("frame",), float(frame["n"]), start, total, "", left_seconds)
+                Pair(
+                    "n/t [",
+                    ("frame",),
+                    float(frame["n"]),
+                    start,
+                    total,
+                    "",
+                    left_seconds,
+                    context=context,
+                )
             )
             if frame["rate"] not in (None, "?"):
                 rate = float(frame["rate"])
-                pairs.append(Pair("rate", ("frame", "rate"), rate, start + 1, unit=frame["unit"]))
+                pairs.append(
+                    Pair(
+                        "rate",
+                        ("frame", "rate"),
+                        rate,
+                        start + 1,
+                        unit=frame["unit"],
+                        context=context,
+                    )
+                )
+    if "s/" in line:
+        for rate_match in _RATE.finditer(line):
+            amount, unit, per = rate_match.groups()
+            pairs.append(
+                Pair(
+                    "rate",
+                    ("frame", "rate"),
+                    float(amount),
+                    rate_match.start(),
+                    unit=f"{unit}/{per}",
+                )
+            )
+    if "/s" in line:
+        for rate_match in _PER_SECOND.finditer(line):
+            at = rate_match.start()
+            if any(begin <= at < end for begin, end in frame_spans):
+                continue  # a progress bar's rate: the bar decides what it counts
+            unit = rate_match.group(2)
+            pairs.append(Pair(unit, key_tokens(unit), float(rate_match.group(1)), at, unit=unit))
     pairs.sort(key=lambda pair: pair.start)
     return pairs

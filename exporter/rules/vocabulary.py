@@ -38,12 +38,24 @@ from typing import Any
 import re2
 
 from .pairs import Pair, find_pairs, key_tokens
+from .telemetry import KEY_CONCEPTS, bar_kind, step_seconds_of_rate, value_of
 
 CONCEPTS: dict[str, str] = {
     "loss": "the training loss of a step",
     "step": "the current training step or iteration",
     "batch": "the batch within an epoch: the step when the line names no step",
     "epoch": "the current epoch",
+    "learning_rate": "the learning rate",
+    "grad_norm": "the gradient norm",
+    "loss_scale": "the mixed-precision loss scale",
+    "step_time": "time per step or iteration (a unit after the value or the key: ms, s)",
+    "step_rate": "steps or iterations per second",
+    "samples_per_second": "samples (images, examples) per second",
+    "tokens_per_second": "tokens (words) per second",
+    "throughput": "a throughput whose unit says what it counts (tokens/s, samples/s, T)",
+    "device_flops": "FLOP/s per device (TFLOPs and T mean 1e12)",
+    "mfu": "model FLOPs utilization (35% or 0.35)",
+    "eta": "the remaining time",
 }
 """The concepts the vocabulary maps keys to, with what they mean."""
 
@@ -68,6 +80,15 @@ _NOT_CURRENT_POSITION = frozenset(
     | {"start", "end", "first", "last", "stop", "remaining", "left", "of", "every", "freq"}
     | {"frequency", "interval", "steps", "epochs", "iters", "iterations", "inner", "outer"}
 )
+_NOT_CURRENT_TELEMETRY = frozenset(
+    {"max", "min", "base", "init", "initial", "warmup", "end", "final", "peak", "target"}
+    | {"start", "clip", "clipping", "threshold", "epoch", "total", "elapsed", "data", "reader"}
+    | {"load", "save", "wait", "startup", "setup", "wall", "sink", "attempted", "prev"}
+    | {"previous", "default", "expected"}
+)
+"""Modifiers that make a telemetry key a setting or another quantity (``max_lr``,
+``clip_grad_norm``, ``data_time``, ``epoch time``, ``Attempted loss scale``)."""
+
 _TRAILING = {
     "train": 0,
     "training": 0,
@@ -90,6 +111,11 @@ _TRAILING = {
 _STRICT_HEADS = frozenset({"cost"})
 """Loss words that are a loss only alone or with a training/running modifier: ``Cost 2.3``
 (PaddlePaddle v1), never ``time cost``, ``batch_cost`` or ``reader_cost``."""
+
+_FILLER = frozenset({"so", "far", "now", "currently", "here", "this", "at"})
+"""Words a sentence-like key may end with after its head: ``avg loss so far``."""
+
+_PER_DEVICE = frozenset({"gpu", "npu", "device", "rank", "card", "chip", "core", "worker"})
 
 _PLURALS = {"steps": "step", "iterations": "iteration", "epochs": "epoch", "batches": "batch"}
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
@@ -133,6 +159,11 @@ class LineFacts:
     training_losses: list[Pair] = field(default_factory=list)
     """Every pair that is a training loss (any rank), in line order."""
     eval_losses: list[Pair] = field(default_factory=list)
+    eval_loss: float | None = None
+    """The evaluation loss of the line: its best-ranked key, last occurrence."""
+    telemetry: dict[str, float] = field(default_factory=dict)
+    """Gauge concept (telemetry.GAUGES) -> value in base units; the last one of the line.
+    Nothing from an evaluation line or key."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +176,8 @@ class Vocabulary:
     ignore_lines: tuple[str, ...] = ()
     _cache: dict[tuple[str, ...], Meaning | None] = field(default_factory=dict, repr=False)
     _eval_line: Any = field(default=None, repr=False)
+    _plans: dict[bytes, Any] = field(default_factory=dict, repr=False)
+    _recent: dict[str, LineFacts] = field(default_factory=dict, repr=False)
     _ignore_line: Any = field(default=None, repr=False)
     _cjk: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
@@ -190,6 +223,32 @@ class Vocabulary:
         return meaning
 
     def _classify(self, tokens: tuple[str, ...]) -> Meaning | None:
+        if "/" in tokens[1:-1]:
+            # a namespace (`actor/loss`, `eval/loss`, `train/grad_norm`): the name after
+            # the last `/` says what the value is, the namespace may say eval or train
+            cut = len(tokens) - 1 - tokens[::-1].index("/")
+            namespace, name = tokens[:cut], tokens[cut + 1 :]
+            meaning = self._classify_name(name)
+            if meaning is not None:
+                if not meaning.eval and self._is_eval(namespace):
+                    return Meaning(meaning.concept, True, meaning.rank, meaning.plural)
+                if any(t in _TRAIN_WORDS for t in namespace):
+                    return Meaning(
+                        meaning.concept,
+                        meaning.eval,
+                        meaning.rank,
+                        meaning.plural,
+                        True,
+                        meaning.ignored,
+                    )
+                return meaning
+        return self._classify_name(tokens)
+
+    def _classify_name(self, tokens: tuple[str, ...]) -> Meaning | None:
+        while len(tokens) > 1 and tokens[-1] in _FILLER:
+            tokens = tokens[:-1]  # `avg loss so far is 0.02`
+        if len(tokens) > 2 and tokens[-2] == "per" and tokens[-1] in _PER_DEVICE:
+            tokens = tokens[:-2]  # a rate per device is still the rate (as printed)
         if not tokens:
             return None
         if len(tokens) > 1 and tokens[-1] in _TRAILING:
@@ -263,7 +322,8 @@ class Vocabulary:
         if concept in ("step", "epoch", "batch"):
             ignored = any(t in _NOT_CURRENT_POSITION for t in prefix)
             return Meaning(concept, evaluation, 0, plural, train, ignored)
-        return Meaning(concept, evaluation, 0, plural, train)
+        ignored = any(t in _NOT_CURRENT_TELEMETRY for t in prefix)
+        return Meaning(concept, evaluation, 0, plural, train, ignored)
 
     # --- lines -------------------------------------------------------------------------
 
@@ -272,7 +332,18 @@ class Vocabulary:
         return self._eval_line is not None and self._eval_line.search(line) is not None
 
     def read_line(self, line: str) -> LineFacts:
-        """The training loss of one line with its step and epoch, and its other losses."""
+        """The training loss of one line with its step and epoch, its other losses and
+        its telemetry. The last lines read are remembered: the vocabulary's rules read the
+        same candidate line one after the other."""
+        facts = self._recent.get(line)
+        if facts is None:
+            facts = self._read(line)
+            if len(self._recent) >= _RECENT_LINES:
+                self._recent.clear()
+            self._recent[line] = facts
+        return facts
+
+    def _read(self, line: str) -> LineFacts:
         facts = LineFacts()
         pairs = find_pairs(line)
         if not pairs or (
@@ -281,29 +352,38 @@ class Vocabulary:
             return facts
         line_eval: bool | None = None
         best: tuple[int, tuple[str, ...]] | None = None
+        best_eval: tuple[int, float] | None = None
         positions: dict[str, list[Position]] = {"step": [], "batch": [], "frame": []}
         epochs: list[Position] = []
+        frames: list[Pair] = []
+        telemetry: list[tuple[str, Pair]] = []
         for pair in pairs:
-            if pair.tokens == ("frame",):
-                positions["frame"].append(Position(pair.value, pair.total, pair.start))
+            if pair.tokens[0] == "frame":
+                if pair.tokens == ("frame",):
+                    positions["frame"].append(Position(pair.value, pair.total, pair.start))
+                frames.append(pair)
                 continue
             meaning = self.meaning(pair.tokens)
             if meaning is None or meaning.ignored:
                 continue
             evaluation = meaning.eval or pair.mode in _MODES_EVAL
-            if meaning.concept == "loss" and not evaluation and not meaning.train:
+            if meaning.concept in _LINE_EVAL_CONCEPTS and not evaluation and not meaning.train:
                 if line_eval is None:
                     line_eval = self.eval_context(line)
                 evaluation = line_eval
             if meaning.concept == "loss":
                 if evaluation:
                     facts.eval_losses.append(pair)
+                    if best_eval is None or meaning.rank <= best_eval[0]:
+                        best_eval = (meaning.rank, pair.value)
                     continue
                 facts.training_losses.append(pair)
                 if best is None or meaning.rank < best[0]:
                     best = (meaning.rank, pair.tokens)
             elif evaluation:
                 continue
+            elif meaning.concept in KEY_CONCEPTS:
+                telemetry.append((meaning.concept, pair))
             elif meaning.concept in positions:
                 if meaning.plural and pair.total is None:
                     continue
@@ -312,6 +392,13 @@ class Vocabulary:
                 positions[meaning.concept].append(Position(pair.value, pair.total, pair.start))
             elif meaning.concept == "epoch" and not (meaning.plural and pair.total is None):
                 epochs.append(Position(pair.value, pair.total, pair.start))
+        if best_eval is not None:
+            facts.eval_loss = best_eval[1]
+        if line_eval is None and (telemetry or frames):
+            line_eval = self.eval_context(line)
+        if not line_eval:
+            per_epoch = any(e.total is not None for e in epochs)
+            _telemetry(facts, telemetry, frames, positions, best is not None, per_epoch)
         if best is None:
             return facts
         chosen = [p for p in facts.training_losses if p.tokens == best[1]][-1]
@@ -326,9 +413,126 @@ class Vocabulary:
         facts.epoch = near_epoch.value if near_epoch is not None else None
         return facts
 
+    def loss_value(self, line: bytes) -> tuple[float, int] | None:
+        """(value, rank) of the training loss of a line of raw bytes, or None: the same as
+        ``read_line``, fast for lines whose shape (the line without its digits) was read
+        before. A shape remembers where its loss is (the k-th occurrence of the text from
+        its key to its value); lines of one shape differ only in their digits, and what
+        a line means never depends on its digits."""
+        shape = line.translate(None, _DIGITS)
+        plan = self._plans.get(shape, _UNKNOWN)
+        if plan is _UNKNOWN:
+            plan = self._plan(line)
+            if len(self._plans) > _MAX_PLANS:
+                self._plans.clear()
+            self._plans[shape] = plan
+        if plan is None:
+            return None
+        if isinstance(plan, bool):  # a shape whose plan could not be made: read it all
+            facts = self.read_line(line.decode("utf-8", "replace"))
+            return (facts.loss.value, facts.rank) if facts.loss is not None else None
+        anchor, occurrence, rank = plan
+        end = _nth_key(line, anchor, occurrence)
+        number = _NUMBER.match(line, end) if end >= 0 else None
+        if number is None:
+            facts = self.read_line(line.decode("utf-8", "replace"))
+            return (facts.loss.value, facts.rank) if facts.loss is not None else None
+        value = float(number.group())
+        return (math.nan if math.isnan(value) else value), rank
+
+    def _plan(self, line: bytes) -> tuple[bytes, int, int] | bool | None:
+        """How to find the loss in lines of this shape: (the bytes from its key to its
+        value, which occurrence of them, its rank); None: no training loss; True: read
+        such lines whole (the key holds digits, or the value has no plain number)."""
+        text = line.decode("utf-8", "replace")
+        facts = self.read_line(text)
+        if facts.loss is None:
+            return None
+        pair = facts.loss
+        anchor = text[pair.start : pair.at].encode()
+        if pair.at < 0 or not anchor or any(48 <= b <= 57 for b in anchor):
+            return True
+        before = text[: pair.start].encode()
+        occurrence = _count_keys(before, anchor)
+        if _nth_key(line, anchor, occurrence) != len(before) + len(anchor):
+            return True
+        return anchor, occurrence, facts.rank
+
+    def eval_nan(self, line: str) -> bool:
+        """Whether a line of an evaluation pass (and of no training step: it prints no
+        training loss) prints a nan: a metric that could not be computed."""
+        return self.eval_context(line) and self.read_line(line).loss is None
+
     def training_loss_nan(self, line: str) -> bool:
         """Whether a training-loss key of the line prints nan or inf."""
         return any(not math.isfinite(p.value) for p in self.read_line(line).training_losses)
+
+
+_LINE_EVAL_CONCEPTS = frozenset(("loss",))
+"""Concepts whose pairs take the line's evaluation context (telemetry is dropped from an
+evaluation line as a whole)."""
+
+
+def _telemetry(
+    facts: LineFacts,
+    pairs: Sequence[tuple[str, Pair]],
+    frames: Sequence[Pair],
+    positions: dict[str, list[Position]],
+    has_loss: bool,
+    per_epoch: bool,
+) -> None:
+    """The telemetry of a training line: its keys, and its progress bar when the bar
+    counts training steps (or the line prints a training loss). A step's total beside an
+    epoch's (``Epoch:[1/2], step:[1/19]``) counts the steps of an epoch: not the plan."""
+    values = facts.telemetry
+    for concept, pair in pairs:
+        found = value_of(concept, pair)
+        if found is not None:
+            values[found[0]] = found[1]
+    for frame in frames:
+        kind = bar_kind(frame.context) if frame.context or frame.key == "n/t [" else "training"
+        if kind == "other" and not has_loss:
+            continue
+        if frame.tokens == ("frame", "rate"):
+            seconds = step_seconds_of_rate(frame)
+            if seconds is not None:
+                values["step_time"] = seconds
+        elif kind == "training" and frame.key == "n/t [":
+            if frame.total is not None:
+                values["total_steps"] = frame.total
+            if frame.seconds is not None:
+                values["eta"] = frame.seconds
+    for step in positions["step"]:
+        if step.total is not None and not per_epoch:
+            values["total_steps"] = step.total
+
+
+_DIGITS = b"0123456789"
+_MAX_PLANS = 4096
+_RECENT_LINES = 512
+_UNKNOWN: Any = object()
+_NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?i:nan|inf(?:inity)?)")
+
+
+def _key_starts(line: bytes, anchor: bytes) -> list[int]:
+    """Where ``anchor`` starts a key in ``line``: not right after a letter, digit or ``_``."""
+    found = []
+    at = line.find(anchor)
+    while at >= 0:
+        if at == 0 or not (line[at - 1 : at].isalnum() or line[at - 1] == 95):
+            found.append(at)
+        at = line.find(anchor, at + 1)
+    return found
+
+
+def _count_keys(line: bytes, anchor: bytes) -> int:
+    return len(_key_starts(line, anchor))
+
+
+def _nth_key(line: bytes, anchor: bytes, occurrence: int) -> int:
+    """The end of the ``occurrence``-th key start of ``anchor`` (-1 when there is none)."""
+    starts = _key_starts(line, anchor)
+    return starts[occurrence] + len(anchor) if occurrence < len(starts) else -1
 
 
 def _any_of(patterns: Sequence[str]) -> Any:
@@ -347,138 +551,3 @@ def _nearest(candidates: Sequence[Position], start: int) -> Position | None:
         return before[-1]
     after = [c for c in candidates if c.start > start]
     return after[0] if after else None
-
-
-# --- the `vocabulary:` section of rule files ----------------------------------------------
-
-EVAL_WORDS_KEY = "eval"
-EVAL_LINES_KEY = "eval_lines"
-IGNORE_LINES_KEY = "ignore_lines"
-EXAMPLES_KEY = "examples"
-_EXAMPLE_KEYS = ("line", "loss", "step", "epoch", "nan_loss")
-
-
-@dataclass(frozen=True, slots=True)
-class VocabularyExample:
-    """A line and what the vocabulary must read in it (``loss`` None: no training loss)."""
-
-    line: str
-    loss: float | None
-    step: float | None = None
-    epoch: float | None = None
-    nan_loss: bool | None = None
-    """Whether the nan_loss marker fires on the line (None: when ``loss`` is nan/inf)."""
-
-
-@dataclass(slots=True)
-class VocabularySpec:
-    """One file's ``vocabulary:`` section, checked for shape."""
-
-    source: str
-    keys: dict[str, list[str]] = field(default_factory=dict)
-    eval_words: list[str] = field(default_factory=list)
-    eval_lines: list[str] = field(default_factory=list)
-    ignore_lines: list[str] = field(default_factory=list)
-    examples: list[VocabularyExample] = field(default_factory=list)
-
-
-def _texts(value: Any, where: str, problems: list[str]) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        problems.append(f"{where}: must be a list of non-empty texts")
-        return []
-    return [v.strip() for v in value]
-
-
-def _example(raw: Any, where: str, problems: list[str]) -> VocabularyExample | None:
-    if not isinstance(raw, dict) or not isinstance(raw.get("line"), str):
-        problems.append(f"{where}: an example is a mapping with `line:` and `loss:`")
-        return None
-    unknown = [str(k) for k in raw if k not in _EXAMPLE_KEYS]
-    if unknown:
-        problems.append(f"{where}: {unknown[0]}: unknown key (known: {', '.join(_EXAMPLE_KEYS)})")
-        return None
-    if "loss" not in raw:
-        problems.append(f"{where}: loss: missing (null when the line holds no training loss)")
-        return None
-    numbers: dict[str, float | None] = {}
-    for key in ("loss", "step", "epoch"):
-        value = raw.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            problems.append(f"{where}: {key}: must be a number (.nan for NaN) or null")
-            return None
-        numbers[key] = None if value is None else float(value)
-    nan_loss = raw.get("nan_loss")
-    if nan_loss is not None and not isinstance(nan_loss, bool):
-        problems.append(f"{where}: nan_loss: must be true or false")
-        return None
-    return VocabularyExample(
-        raw["line"], numbers["loss"], numbers["step"], numbers["epoch"], nan_loss
-    )
-
-
-def parse_vocabulary(data: Any, where: str, problems: list[str]) -> VocabularySpec | None:
-    """A ``vocabulary:`` mapping: concept -> keys, ``eval`` words, ``eval_lines`` RE2
-    patterns and ``examples``. Problems are appended, one line each, file and key named."""
-    if not isinstance(data, dict):
-        problems.append(f"{where}: a mapping of concepts to lists of keys")
-        return None
-    before = len(problems)
-    spec = VocabularySpec(where)
-    for key, value in data.items():
-        at = f"{where}.{key}"
-        if key in CONCEPTS:
-            spec.keys[key] = _texts(value, at, problems)
-        elif key == EVAL_WORDS_KEY:
-            spec.eval_words = _texts(value, at, problems)
-        elif key in (EVAL_LINES_KEY, IGNORE_LINES_KEY):
-            patterns = _texts(value, at, problems)
-            if key == EVAL_LINES_KEY:
-                spec.eval_lines = patterns
-            else:
-                spec.ignore_lines = patterns
-            for number, pattern in enumerate(patterns):
-                reason = _re2_problem(pattern)
-                if reason:
-                    problems.append(f"{at}[{number}]: {reason}")
-        elif key == EXAMPLES_KEY:
-            if not isinstance(value, list):
-                problems.append(f"{at}: must be a list")
-                continue
-            for number, raw in enumerate(value):
-                example = _example(raw, f"{at}[{number}]", problems)
-                if example is not None:
-                    spec.examples.append(example)
-        else:
-            known = ", ".join(
-                [*CONCEPTS, EVAL_WORDS_KEY, EVAL_LINES_KEY, IGNORE_LINES_KEY, EXAMPLES_KEY]
-            )
-            problems.append(f"{at}: unknown key (known: {known})")
-    return spec if len(problems) == before else None
-
-
-def _re2_problem(pattern: str) -> str:
-    options = re2.Options()
-    options.log_errors = False
-    try:
-        re2.compile(pattern, options)
-    except re2.error as exc:
-        detail = exc.args[0] if exc.args else b""
-        if isinstance(detail, bytes):
-            detail = detail.decode("utf-8", "replace")
-        return f"RE2 refuses it: {detail or 'invalid pattern'}"
-    return ""
-
-
-def merge(specs: Sequence[VocabularySpec]) -> Vocabulary:
-    """One vocabulary from every file's section (entries are added, never replaced)."""
-    keys: dict[str, list[str]] = {concept: [] for concept in CONCEPTS}
-    words: list[str] = []
-    lines: list[str] = []
-    ignored: list[str] = []
-    for spec in specs:
-        for concept, entries in spec.keys.items():
-            keys[concept].extend(entries)
-        words.extend(spec.eval_words)
-        lines.extend(spec.eval_lines)
-        ignored.extend(spec.ignore_lines)
-    return Vocabulary.build(keys, words, lines, ignored)

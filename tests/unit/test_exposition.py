@@ -11,7 +11,12 @@ from wsgiref.util import setup_testing_defaults
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
 
@@ -20,7 +25,13 @@ from modelarts_exporter.families import Family, build_families, render, render_t
 from modelarts_exporter.rules import load_rules
 from modelarts_exporter.rules.model import Rule, compile_pattern
 from modelarts_exporter.server import make_app
-from modelarts_exporter.store import JobState, Snapshot, TaskState
+from modelarts_exporter.store import (
+    LOSS_VALUES_COUNT,
+    LOSS_VALUES_SUM,
+    JobState,
+    Snapshot,
+    TaskState,
+)
 
 JOB = JobState("job-1", "llm-sft", "Running", ("worker-0",), "PyTorch 2.1", "gpu.8v100")
 
@@ -34,7 +45,7 @@ def _custom_rule() -> Rule:
         pattern="",
         regex=regex,
         unless=None,
-        metric="modelarts_task_tokens_per_second",
+        metric="modelarts_task_rank_tokens_per_second",
         help='Tokens per "second"\nby rank.',
         labels=("rank",),
     )
@@ -51,7 +62,8 @@ def _snapshot() -> Snapshot:
         step=5.0,
         log_size=10.0,
         up=True,
-        gauges={("modelarts_task_tokens_per_second", (("rank", 'a"b\\c'),)): (99.5, "tps")},
+        gauges={("modelarts_task_rank_tokens_per_second", (("rank", 'a"b\\c'),)): (99.5, "tps")},
+        counters={LOSS_VALUES_COUNT: (4.0, "loss_values"), LOSS_VALUES_SUM: (9.5, "loss_values")},
     )
     return Snapshot({"job-1": JOB}, {("job-1", "worker-0"): task})
 
@@ -64,6 +76,13 @@ class _AsPrometheusClient(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for family in self._families:
+            if family.type == "summary":
+                summary = SummaryMetricFamily(family.name, family.help, labels=family.labels)
+                pairs = zip(family.samples[::2], family.samples[1::2], strict=True)
+                for (values, count), (_, total) in pairs:
+                    summary.add_metric(list(values), count_value=count, sum_value=total)
+                yield summary
+                continue
             kind = CounterMetricFamily if family.type == "counter" else GaugeMetricFamily
             metric = kind(family.name, family.help, labels=family.labels)
             for values, value in family.samples:
@@ -97,7 +116,13 @@ def test_families_carry_the_contract() -> None:
     assert families["modelarts_training_job_info"].samples == [
         (("job-1", "llm-sft", "Running", "PyTorch 2.1", "gpu.8v100"), 1.0)
     ]
-    custom = families["modelarts_task_tokens_per_second"]
+    loss_values = families["modelarts_task_loss_values"]
+    assert loss_values.type == "summary"
+    assert list(zip(loss_values.suffixes, loss_values.samples, strict=True)) == [
+        ("_count", (("job-1", "worker-0"), 4.0)),
+        ("_sum", (("job-1", "worker-0"), 9.5)),
+    ]
+    custom = families["modelarts_task_rank_tokens_per_second"]
     assert custom.labels == ("training_job_id", "task_id", "rank")
 
 

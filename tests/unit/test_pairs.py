@@ -88,7 +88,8 @@ def test_keys_of_several_words_and_their_tokens() -> None:
     assert keys == ["Epoch", "Steps", "Train Loss", "Vali Loss"]
     assert key_tokens("CTCLoss") == ("ctc", "loss")
     assert key_tokens("LearningRate") == ("learning", "rate")
-    assert key_tokens("global_step/max_steps") == ("global", "step", "max", "steps")
+    assert key_tokens("global_step/max_steps") == ("global", "step", "/", "max", "steps")
+    assert key_tokens("actor/pg_loss") == ("actor", "/", "pg", "loss")
     assert key_tokens("decode.loss_seg") == ("decode", "loss", "seg")
     assert key_tokens("训练次数") == ("训练次数",)
 

@@ -87,9 +87,11 @@ def test_matches_at_the_edges_of_chunks_are_each_counted_once(tmp_path: Path) ->
     assert result.warnings == {"slow": 3}
     assert result.loss is not None
     assert (result.loss.value, result.loss.step) == (4.5, 9.0)
-    # A loss rule keeps the last value only: it reads back from the end and stops at the
-    # first line it can use, so it counts just that one.
-    assert result.rule_matches == {"oom": 3, "oom_alloc": 1, "slow": 3, "first": 1}
+    # A loss rule reads every line (each line's loss counts in loss_count/loss_sum), the
+    # ones at and across chunk edges each once.
+    assert result.rule_matches == {"oom": 3, "oom_alloc": 1, "slow": 3, "first": 5}
+    assert result.loss_count == 5
+    assert result.loss_sum == pytest.approx(1.5 + 2.5 + 2.7 + 3.5 + 4.5)
     before_last = rules.scan(block[: -len(last)])
     assert before_last.loss is not None
     assert before_last.loss.value == 3.5
@@ -232,15 +234,15 @@ def test_gauges_keep_the_last_value_per_label_set(tmp_path: Path) -> None:
         rules:
           - name: throughput
             kind: gauge
-            metric: modelarts_task_tokens_per_second
+            metric: modelarts_task_rank_tokens_per_second
             pattern: 'rank (?P<rank>\\d+) tokens/s: (?P<value>{NUM})'
             labels: [rank]
         """,
     )
     result = rules.scan(b"rank 0 tokens/s: 10\nrank 1 tokens/s: 20\nrank 0 tokens/s: 30\n")
     assert result.gauges == {
-        ("modelarts_task_tokens_per_second", (("rank", "0"),)): (30.0, "throughput"),
-        ("modelarts_task_tokens_per_second", (("rank", "1"),)): (20.0, "throughput"),
+        ("modelarts_task_rank_tokens_per_second", (("rank", "0"),)): (30.0, "throughput"),
+        ("modelarts_task_rank_tokens_per_second", (("rank", "1"),)): (20.0, "throughput"),
     }
 
 
@@ -597,7 +599,7 @@ def test_analyze_prints_what_the_rules_found(
 @pytest.mark.parametrize(
     ("raw", "clean"),
     [
-        (b"a\r\nb\r\n", b"a\nb\n"),
+        (b"a\r\nb\r\n", b"a\n\nb\n\n"),  # an empty line after each: no rule sees it
         (b"f1\rf2\rf3", b"f1\nf2\nf3\n"),
         (b"\x1b[34m\x1b[1mtrain: \x1b[0mok\x1b[K\n", b"train: ok\n"),
         (b"\x1b]0;title\x07text\n", b"text\n"),

@@ -17,6 +17,7 @@ import pytest
 from modelarts_exporter.cli import main
 from modelarts_exporter.rules import Rule, RuleSet, ScanResult, load_rules
 from modelarts_exporter.rules import engine as engine_module
+from modelarts_exporter.rules.telemetry import GAUGES
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 GOLDEN = sorted(FIXTURES.glob("*.log"))
@@ -102,13 +103,17 @@ def test_the_shipped_files_are_organised_by_purpose(rules: list[Rule]) -> None:
         "exit_codes.yml": {"exit_code"},
         "loss.yml": {"loss", "context"},
         "warnings.yml": {"warning"},
-        "vocabulary": {"loss", "error"},
+        "vocabulary": {"loss", "error", "warning", "gauge"},
     }
 
 
 def test_the_vocabulary_comes_after_every_specific_rule(rules: list[Rule]) -> None:
-    assert [r.name for r in rules[-2:]] == ["kv_loss", "kv_nan_loss"]
-    assert all(r.source != "vocabulary" for r in rules[:-2])
+    made = [r.name for r in rules if r.source == "vocabulary"]
+    assert made[:2] == ["kv_loss", "kv_nan_loss"]
+    assert {r.metric for r in rules if r.source == "vocabulary" and r.kind == "gauge"} == {
+        gauge.metric for gauge in GAUGES
+    }
+    assert [r.source for r in rules[-len(made) :]] == ["vocabulary"] * len(made)
 
 
 # --- golden logs --------------------------------------------------------------------------

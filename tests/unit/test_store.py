@@ -35,7 +35,7 @@ def _task() -> TaskState:
         loss=math.nan,
         step=10.0,
         epoch=None,
-        gauges={("modelarts_task_tokens_per_second", (("rank", "0"),)): (1520.5, "tps")},
+        gauges={("modelarts_task_rank_tokens_per_second", (("rank", "0"),)): (1520.5, "tps")},
         counters={("modelarts_task_samples", ()): (64.0, "samples")},
         log_size=130.0,
         window_bytes=130.0,

@@ -12,7 +12,8 @@ from modelarts_exporter.rules import RuleError, RuleSet, load_rules
 from modelarts_exporter.rules.loader import default_rules_dir
 from modelarts_exporter.rules.model import load_rule_file
 from modelarts_exporter.rules.pairs import key_tokens
-from modelarts_exporter.rules.vocabulary import Vocabulary, VocabularySpec, merge
+from modelarts_exporter.rules.vocabfile import VocabularySpec, merge
+from modelarts_exporter.rules.vocabulary import Vocabulary
 
 
 @pytest.fixture(scope="module")
