@@ -135,7 +135,7 @@ class ModelArtsClient:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("endpoint must be an http:// or https:// URL")
-        if not project_id or "/" in project_id:
+        if not project_id or "/" in project_id or project_id in _DOT_SEGMENTS:
             raise ValueError("project_id must be a non-empty path segment")
         self.endpoint = endpoint.rstrip("/")
         self.project_id = project_id
@@ -152,7 +152,7 @@ class ModelArtsClient:
         self._verify = verify
         self.page_size = min(max(int(page_size), 1), MAX_PAGE_SIZE)
         self._user_agent = user_agent
-        self._base = f"{self.endpoint}/v2/{_segment(project_id)}"
+        self._base = f"{self.endpoint}/v2/{quote(project_id, safe='')}"
 
     def __repr__(self) -> str:
         return f"ModelArtsClient(endpoint={self.endpoint!r}, auth={self._auth.kind})"
@@ -220,7 +220,7 @@ class ModelArtsClient:
 
     def get_job(self, job_id: str) -> TrainingJob:
         """One job's details. Raises JobNotFoundError when it was deleted (ModelArts.2775)."""
-        data = self._call("get_job", "GET", f"/training-jobs/{_segment(job_id)}")
+        data = self._call("get_job", "GET", f"/training-jobs/{_segment(job_id, 'get_job')}")
         try:
             return parse_job(data)
         except _InvalidJob as exc:
@@ -231,7 +231,8 @@ class ModelArtsClient:
 
         Raises LogUnavailableError when the log is gone (ModelArts.2819/2820/2822).
         """
-        path = f"/training-jobs/{_segment(job_id)}/tasks/{_segment(task_id)}/logs/preview"
+        job, task = _segment(job_id, "preview_log"), _segment(task_id, "preview_log")
+        path = f"/training-jobs/{job}/tasks/{task}/logs/preview"
         data = self._call("preview_log", "GET", path, not_ready=LOG_NOT_READY)
         if data is NO_RESULT:
             return None
@@ -350,9 +351,24 @@ def new_session(pool_maxsize: int = POOL_MAXSIZE) -> requests.Session:
     return session
 
 
-def _segment(value: str) -> str:
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _segment(value: str, endpoint: str) -> str:
+    """``value`` (a job or task id from the API) as one percent-encoded URL path segment.
+
+    Everything but letters, digits and ``-._~`` is encoded (``/`` -> ``%2F``, ``%`` ->
+    ``%25``, ``?`` -> ``%3F``, ``#`` -> ``%23``), so an id always names itself. ``.`` and
+    ``..`` cannot be sent as a segment: clients and proxies resolve them to another URL
+    (RFC 3986 5.2.4), and servers may decode ``%2E`` first, so such an id is refused with a
+    BadResponseError and no request is made. ValueError for an empty id (a bug).
+    """
     if not value:
         raise ValueError("path segments (job and task ids) must not be empty")
+    if value in _DOT_SEGMENTS:
+        raise errors.BadResponseError(
+            endpoint, f"id {value!r} cannot be requested: it is not a usable URL path segment"
+        )
     return quote(value, safe="")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, NamedTuple, cast
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from ..modelarts.types import TERMINAL_PHASES
 from .api import (
@@ -406,7 +406,9 @@ class Simulator:
                     f"Method {request.method} is not allowed on {request.path}.",
                     {"Allow": ", ".join(handlers)},
                 )
-            return handler(request, match.groupdict(), now)
+            # Path parameters are percent-decoded, as a real gateway does (a%2Fb is "a/b").
+            params = {name: unquote(value) for name, value in match.groupdict().items()}
+            return handler(request, params, now)
         raise modelarts_error(404, "ModelArts.2836", f"Path {request.path} not found.")
 
     def _take_rate_token(self, now: float) -> None:

@@ -318,13 +318,19 @@ def test_ids_are_quoted_in_paths(harness: Harness) -> None:
     harness.server.script(json_reply(item("x")), Reply(204))
     client = harness.client()
     client.get_job("a/b?c")
-    client.preview_log("a b", "worker#0")
+    client.preview_log("100%", "worker#0")
     assert [r.path for r in harness.server.requests] == [
         f"{JOBS}/a%2Fb%3Fc",
-        f"{JOBS}/a%20b/tasks/worker%230/logs/preview",
+        f"{JOBS}/100%25/tasks/worker%230/logs/preview",
     ]
     with pytest.raises(ValueError, match="empty"):
         client.preview_log(JOB, "")
+    for dots in (".", ".."):
+        with pytest.raises(errors.BadResponseError, match="not a usable URL path segment"):
+            client.preview_log(JOB, dots)
+        with pytest.raises(errors.BadResponseError, match="not a usable URL path segment"):
+            client.get_job(dots)
+    assert len(harness.server.requests) == 2
 
 
 # -- log preview ----------------------------------------------------------------------------

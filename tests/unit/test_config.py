@@ -285,6 +285,8 @@ def test_wrong_values(write: WriteConfig, snippet: str, key: str, reason: str) -
         ("{endpoint: https://x}", "modelarts.project_id", "Field required"),
         ("{endpoint: https://x, project_id: ''}", "modelarts.project_id", "at least 1"),
         ("{endpoint: https://x, project_id: a/b}", "modelarts.project_id", "'/'"),
+        ("{endpoint: https://x, project_id: '..'}", "modelarts.project_id", "'..'"),
+        ("{endpoint: https://x, project_id: '.'}", "modelarts.project_id", "'..'"),
         (
             "{endpoint: https://x, project_id: 1234}",
             "modelarts.project_id",
