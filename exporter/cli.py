@@ -241,6 +241,8 @@ def _serve(args: argparse.Namespace) -> int:
             reloader=lambda: prepare(config_file, flags, os.environ),
         )
         exporter.run()
+    except ConfigError as exc:
+        return _problems(exc.problems)
     except StartError as exc:
         print(f"modelarts-exporter: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -607,9 +607,9 @@ def test_file_token_when_environment_has_none(write: WriteConfig) -> None:
 
 
 def test_file_variants_read_and_stripped(write: WriteConfig, tmp_path: Path) -> None:
-    (tmp_path / "token").write_text(f"  {TOKEN}\n")
-    (tmp_path / "sk").write_text(f"{SK}\n")
-    (tmp_path / "pw").write_text(f"{PASSWORD}\n")
+    (tmp_path / "token").write_text(f"{TOKEN}\n")
+    (tmp_path / "sk").write_text(f"{SK}\r\n")
+    (tmp_path / "pw").write_text(f"{PASSWORD}")
 
     token = load_config(write(MINIMAL + "  auth: {token_file: token}\n"))
     assert resolve_credentials(token, {}).token == TOKEN
