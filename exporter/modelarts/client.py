@@ -413,26 +413,26 @@ def interpret_response(
     if status == 204:
         return Outcome(NO_RESULT)
     body = read_body(endpoint, response)
-    if not 200 <= status < 300:
-        for secret in secrets:
-            if len(secret) >= 4:
-                body = body.replace(secret.encode(), b"<redacted>")
-    header_request_id = _clean(response.headers.get("X-Request-Id", ""), 128)
+    header_request_id = _clean(
+        errors.redact_text(response.headers.get("X-Request-Id", ""), secrets), 128
+    )
     if 200 <= status < 300:
         try:
             return Outcome(json.loads(body))
         except (ValueError, RecursionError):
             raise errors.BadResponseError(
                 endpoint,
-                f"response is not JSON: {snippet(body)}",
+                f"response is not JSON: {snippet(body, secrets)}",
                 status=status,
                 request_id=header_request_id,
             ) from None
 
-    code, message, body_request_id = parse_error_body(body)
+    body = errors.redact_bytes(body, secrets)
+    code, message, body_request_id = parse_error_body(body, secrets)
     if code in not_ready:
         return Outcome(NO_RESULT)
-    message = message or response.reason or "no message"
+    reason = _clean(errors.redact_text(response.reason or "", secrets), SNIPPET_CHARS)
+    message = message or reason or "no message"
     if 300 <= status < 400:
         message = "unexpected redirect"
     request_id = header_request_id or body_request_id
@@ -468,28 +468,40 @@ def _error_class(status: int, code: str) -> type[errors.ModelArtsError]:
     return errors.ModelArtsError
 
 
-def parse_error_body(body: bytes) -> tuple[str, str, str]:
+def parse_error_body(body: bytes, secrets: tuple[str, ...] = ()) -> tuple[str, str, str]:
     """(error code, message, request id) from an error body; a text snippet if not JSON.
 
     Understands ``error_code/error_msg``, ``errorCode/errorMsg`` and ``code/message``, at
     the top level or one level down (IAM: ``{"error": {"code": 401, "message": ...}}``).
+    ``secrets`` are removed from the decoded values (a token escaped as ``\\u004d...`` in
+    the JSON is only recognisable once decoded) before they are cleaned and cut.
     """
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        return "", snippet(body), ""
+        return "", snippet(body, secrets), ""
     if not isinstance(data, dict):
-        return "", snippet(body), ""
-    request_id = _clean(_text(data.get("request_id")), 128)
+        return "", snippet(body, secrets), ""
+    request_id = _text(data.get("request_id"))
     code, message = _error_fields(data)
     if not (code or message):
         for value in data.values():
             if isinstance(value, dict):
                 code, message = _error_fields(value)
-                request_id = request_id or _clean(_text(value.get("request_id")), 128)
+                request_id = request_id or _text(value.get("request_id"))
                 if code or message:
                     break
-    return _clean(code, 64), _clean(message, SNIPPET_CHARS), request_id
+    return (
+        _safe_text(code, secrets, 64),
+        _safe_text(message, secrets, SNIPPET_CHARS),
+        _safe_text(request_id, secrets, 128),
+    )
+
+
+def _safe_text(text: str, secrets: tuple[str, ...], limit: int) -> str:
+    """Server text made fit for messages: secrets removed, one clean line, cut to ``limit``."""
+    text = errors.redact_text(text, secrets, limit=8 * limit)
+    return _clean(errors.redact_text(_clean(text, 8 * limit), secrets), limit)
 
 
 def _error_fields(data: Mapping[str, object]) -> tuple[str, str]:
@@ -514,11 +526,13 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def snippet(body: bytes) -> str:
-    """A short, single-line, tag-free excerpt of a non-JSON body (e.g. an HTML error page)."""
-    text = body[:65536].decode("utf-8", errors="replace")
-    text = _TAG_RE.sub(" ", _SCRIPT_RE.sub(" ", text))
-    return _clean(html.unescape(text), SNIPPET_CHARS) or f"{len(body)} bytes of non-JSON data"
+def snippet(body: bytes, secrets: tuple[str, ...] = ()) -> str:
+    """A short, single-line, tag-free excerpt of a non-JSON body (e.g. an HTML error page),
+    without ``secrets`` (looked for in the raw and in the unescaped text)."""
+    text = errors.redact_bytes(body, secrets)[:65536].decode("utf-8", errors="replace")
+    text = _TAG_RE.sub(" ", _SCRIPT_RE.sub(" ", errors.redact_text(text, secrets)))
+    text = _safe_text(html.unescape(text), secrets, SNIPPET_CHARS)
+    return text or f"{len(body)} bytes of non-JSON data"
 
 
 def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
