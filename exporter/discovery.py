@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .modelarts.errors import JobNotFoundError, ModelArtsError
+from .modelarts.errors import JobNotFoundError, ModelArtsError, StoppedError
 from .modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
 from .store import JobState, Store
 
@@ -221,6 +221,8 @@ class Discovery:
         return gone
 
     def _failed(self, message: str, exc: ModelArtsError, *args: object) -> None:
+        if isinstance(exc, StoppedError):
+            return  # the exporter is stopping: not a failure of ModelArts
         # A warning when discovery starts failing; while it keeps failing, debug only.
         level = logging.DEBUG if self._failing else logging.WARNING
         log.log(level, message, *args, exc)

@@ -3,9 +3,13 @@
 A cycle refreshes discovery (when due), previews every due task with bounded
 concurrency, and drops jobs whose grace period is over. One task's failure never stops
 another: it marks that task down and backs it off (doubling up to
-``collect.failure_backoff_max_seconds``). A cycle that overruns its interval is not
-started twice: the next one waits (APScheduler ``max_instances=1``, ``coalesce``).
-``run_cycle`` is a plain method, so tests drive cycles without the scheduler or sleeps.
+``collect.failure_backoff_max_seconds``; at least as long as a 429's ``Retry-After``).
+One task's slow call never holds a cycle: a cycle waits for its previews at most
+``cycle_wait_seconds`` (the exporter sets the interval), and a preview still in flight
+then (every call has a deadline) finishes on its own and is not started again before.
+A cycle that overruns its interval is not started twice: the next one waits
+(APScheduler ``max_instances=1``, ``coalesce``). ``run_cycle`` is a plain method, so
+tests drive cycles without the scheduler or sleeps.
 
 Each cycle's summary line is logged at info level when something changed (jobs or tasks
 watched, polls failing or recovering, discovery failing, a gap or reset) and otherwise
@@ -21,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,7 +33,13 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .discovery import Discovery
-from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError
+from .modelarts.errors import (
+    AuthenticationError,
+    JobNotFoundError,
+    ModelArtsError,
+    StoppedError,
+    ThrottledError,
+)
 from .modelarts.types import TERMINAL_PHASES, LogPreview
 from .pipeline import Limits, apply_preview, failed_poll, no_log_yet
 from .rules.engine import RuleSet
@@ -53,6 +63,8 @@ class CollectSettings:
     concurrency: int = 8
     failure_backoff_max_seconds: float = 600.0
     limits: Limits = field(default_factory=Limits)
+    cycle_wait_seconds: float | None = None
+    """How long a cycle waits for its previews (None: until all are done)."""
 
 
 @dataclass(slots=True)
@@ -63,6 +75,8 @@ class CycleReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     new_bytes: int = 0
     failed: int = 0
+    in_flight: int = 0
+    """Previews still running when the cycle ended (started by this or earlier cycles)."""
     discovery_ok: bool | None = None
     seconds: float = 0.0
 
@@ -95,6 +109,8 @@ class Poller:
         self._auth_rejections = 0
         self._pool_size = 0
         self._pool = self._new_pool()
+        self._flight_lock = threading.Lock()
+        self._in_flight: dict[tuple[str, str], Future[tuple[str, int]]] = {}
         self._scheduler: BackgroundScheduler | None = None
         self._cycles = 0
         self._last_summary: tuple[int, int, bool, bool] | None = None
@@ -134,12 +150,16 @@ class Poller:
         if now >= self._next_discovery:
             report.discovery_ok = self._discovery.refresh()
             self._next_discovery = now + self._settings.discovery_interval_seconds
-        due = self._due(now)
-        for outcome, new_bytes in self._pool.map(lambda item: self._safe_poll(*item), due):
+        futures = [self._submit(job, task_id) for job, task_id in self._due(now)]
+        done, _ = wait(futures, timeout=self._settings.cycle_wait_seconds)
+        for future in done:
+            outcome, new_bytes = future.result()
             report.polled += 1
             report.outcomes[outcome] += 1
             report.new_bytes += new_bytes
             report.failed += outcome == "failed"
+        with self._flight_lock:
+            report.in_flight = len(self._in_flight)
         self._discovery.expire()
         ok_discovery = report.discovery_ok is not False
         snapshot = self._store.snapshot()
@@ -156,21 +176,40 @@ class Poller:
         self._cycles += 1
         log.log(
             logging.INFO if notable or self._cycles % SUMMARY_EVERY_CYCLES == 1 else logging.DEBUG,
-            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %.2f s",
+            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %s%.2f s",
             len(snapshot.jobs),
             report.polled,
             ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "none",
             report.new_bytes,
             report.failed,
+            f"{report.in_flight} still in flight, " if report.in_flight else "",
             report.seconds,
         )
         return report
 
+    def _submit(self, job: JobState, task_id: str) -> Future[tuple[str, int]]:
+        """Start one preview; it counts as in flight until it is done."""
+        key = (job.id, task_id)
+        future = self._pool.submit(self._safe_poll, job, task_id)
+        with self._flight_lock:
+            self._in_flight[key] = future
+        future.add_done_callback(lambda _: self._landed(key, future))
+        return future
+
+    def _landed(self, key: tuple[str, str], future: Future[tuple[str, int]]) -> None:
+        with self._flight_lock:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+
     def _due(self, now: float) -> list[tuple[JobState, str]]:
         due = []
+        with self._flight_lock:
+            in_flight = set(self._in_flight)
         for job in self._store.jobs().values():
             for task_id in job.tasks:
                 if self._next_poll.get((job.id, task_id), 0.0) > now:
+                    continue
+                if (job.id, task_id) in in_flight:
                     continue
                 if job.phase in TERMINAL_PHASES and self._store.task(job.id, task_id).final_done:
                     continue
@@ -199,6 +238,8 @@ class Poller:
             return "failed", 0
         try:
             preview = self._source.preview_log(job.id, task_id)
+        except StoppedError:
+            return "stopped", 0  # the exporter is stopping: nothing to record
         except JobNotFoundError:
             log.info("job %s (%s) was deleted: dropping its series", job.name, job.id)
             self._store.remove_job(job.id)
@@ -274,6 +315,9 @@ class Poller:
             backoff = (
                 self._settings.failure_backoff_max_seconds if updated.failures > 1 else backoff
             )
+        if isinstance(exc, ThrottledError) and exc.retry_after is not None:
+            # Asked to come back later: this task waits, no thread does.
+            backoff = max(backoff, min(exc.retry_after, self._settings.failure_backoff_max_seconds))
         self._next_poll[(job.id, task.task_id)] = self._clock() + backoff
         level = logging.WARNING if task.up is not False else logging.DEBUG
         log.log(
@@ -330,7 +374,8 @@ class Poller:
         )
 
     def stop(self) -> None:
-        """Stop scheduling and wait for the cycle in flight."""
+        """Stop scheduling and wait for the cycle and the previews in flight (stop the
+        client first, so that they end at once)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None

@@ -9,6 +9,7 @@ optional throttling and injectable faults. Tests drive it through the control me
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import socket
@@ -68,6 +69,8 @@ class Fault:
     with ``status``, ``headers`` and exactly ``body`` (Content-Type defaults to JSON when a
     body is given), or, with ``drop_connection``, the connection is closed without an
     answer. ``status=None`` answers normally after the delay: a slow but correct answer.
+    ``drip_seconds`` > 0 sends the answer's body one byte at a time, that far apart (real
+    time): a server that trickles, never tripping a read timeout.
     """
 
     method: str | None = None
@@ -78,6 +81,7 @@ class Fault:
     times: int = 1
     delay_seconds: float = 0.0
     drop_connection: bool = False
+    drip_seconds: float = 0.0
 
 
 class RequestRecord(NamedTuple):
@@ -363,6 +367,8 @@ class Simulator:
             except Exception:
                 logger.exception("simulator failed on %s %s", request.method, request.path)
                 response = modelarts_error(500, "ModelArts.0010", "Internal error.").response()
+        if response is not None and fault is not None and fault.drip_seconds > 0:
+            response = dataclasses.replace(response, drip_seconds=fault.drip_seconds)
         status = 0 if response is None else response.status
         with self._lock:
             self._records.append(
@@ -552,7 +558,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.drip_seconds <= 0:
+            self.wfile.write(response.body)
+            return
+        stopping = cast(_Server, self.server).simulator._stopping
+        self.wfile.flush()
+        for byte in response.body:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            if stopping.wait(response.drip_seconds):
+                return
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Requests are logged by ``Simulator._handle``."""
