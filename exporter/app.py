@@ -125,7 +125,7 @@ class Exporter:
         app = make_app(
             self.registry,
             self.collector.render,
-            ready=self.poller.ready.is_set,
+            ready=self.ready,
             check_auth=self._check_auth,
             headers=self._headers,
             reload=lambda: self.reload("/-/reload"),
@@ -142,6 +142,11 @@ class Exporter:
                 f"web.listen_address {config.web.listen_address}: {exc.strerror or exc}"
             ) from None
         self._stopped = threading.Event()
+
+    def ready(self) -> bool:
+        """A collection cycle has run and ModelArts answered a call (so the endpoint and
+        the credentials work): what ``/-/ready`` says."""
+        return self.poller.ready.is_set() and self.client.answered.is_set()
 
     def start(self) -> None:
         try:

@@ -610,8 +610,8 @@ def test_backoff_is_capped_and_jittered(harness: Harness) -> None:
 
 
 def test_read_timeout_is_retried(harness: Harness) -> None:
-    harness.server.script(Reply(200, b"{}", delay=0.5), json_reply(item("x")))
-    job = harness.client(read_timeout=0.05).get_job("x")
+    harness.server.script(Reply(200, b"{}", delay=2.0), json_reply(item("x")))
+    job = harness.client(read_timeout=0.5).get_job("x")
     assert job.id == "x"
     assert harness.sleeps == [0.5]
     [(_, _, first), (_, _, second)] = harness.observer.calls
