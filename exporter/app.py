@@ -94,6 +94,7 @@ class Exporter:
             session=session,
             connect_timeout=settings.connect_timeout_seconds,
             read_timeout=settings.read_timeout_seconds,
+            deadline=settings.deadline_seconds,
             retry=RetryPolicy(max_attempts=settings.max_attempts),
             throttle=Throttle(settings.requests_per_second),
             observer=self.metrics,
@@ -124,7 +125,7 @@ class Exporter:
         app = make_app(
             self.registry,
             self.collector.render,
-            ready=self.poller.ready.is_set,
+            ready=self.ready,
             check_auth=self._check_auth,
             headers=self._headers,
             reload=lambda: self.reload("/-/reload"),
@@ -141,6 +142,11 @@ class Exporter:
                 f"web.listen_address {config.web.listen_address}: {exc.strerror or exc}"
             ) from None
         self._stopped = threading.Event()
+
+    def ready(self) -> bool:
+        """A collection cycle has run and ModelArts answered a call (so the endpoint and
+        the credentials work): what ``/-/ready`` says."""
+        return self.poller.ready.is_set() and self.client.answered.is_set()
 
     def start(self) -> None:
         try:
@@ -160,7 +166,9 @@ class Exporter:
         )
 
     def stop(self) -> None:
-        """Stop collecting (finishing the polls in flight), serving, and close the state."""
+        """Stop collecting, serving, and close the state. ModelArts calls in flight end at
+        once (whatever they already committed is kept), so this takes moments."""
+        self.client.stop()
         self.poller.stop()
         self.http.stop()
         self.store.close()
@@ -298,6 +306,7 @@ def _collect_settings(config: Config) -> CollectSettings:
             max_line_bytes=collect.max_line_bytes,
             max_series_per_rule=config.rules.max_series_per_rule,
         ),
+        cycle_wait_seconds=collect.interval_seconds,
     )
 
 

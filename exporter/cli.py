@@ -241,6 +241,8 @@ def _serve(args: argparse.Namespace) -> int:
             reloader=lambda: prepare(config_file, flags, os.environ),
         )
         exporter.run()
+    except ConfigError as exc:
+        return _problems(exc.problems)
     except StartError as exc:
         print(f"modelarts-exporter: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -416,6 +418,15 @@ def _simulate(args: argparse.Namespace) -> int:
         problems.append("--ak and --sk go together: give both")
     if bool(args.iam_user) != bool(args.iam_password):
         problems.append("--iam-user and --iam-password go together: give both")
+    for flag, value in (
+        ("--token", args.token),
+        ("--ak", args.ak),
+        ("--sk", args.sk),
+        ("--iam-password", args.iam_password),
+    ):
+        # The exporter refuses such credentials (see config.credentials): so does this.
+        if value and any(c.isspace() or not c.isprintable() for c in value):
+            problems.append(f"{flag}: must not contain whitespace or control characters")
     if problems:
         return _problems(problems)
     token = args.token or (None if args.ak or args.iam_user else SIM_TOKEN)

@@ -13,6 +13,8 @@ Each refresh:
     the name filter, or exactly the configured job ids.
 A failed list call keeps the last known jobs: discovery never drops series because
 ModelArts did not answer. ``expire`` drops terminal jobs once the grace period is over.
+``errors`` holds the failures of the last refresh, for the caller to count, and to pause
+on when they reject the credentials (which it reports; discovery logs them at debug).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .modelarts.errors import JobNotFoundError, ModelArtsError
+from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError, StoppedError
 from .modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
 from .store import JobState, Store
 
@@ -80,6 +82,8 @@ class Discovery:
         self._name = re.compile(settings.name_regex) if settings.name_regex else None
         self._refreshed = False
         self._failing = False
+        self.errors: list[ModelArtsError] = []
+        """The calls that failed in the last :meth:`refresh`."""
 
     def reconfigure(self, settings: DiscoverySettings) -> None:
         """Use ``settings`` from the next refresh on (a reload); jobs no longer selected
@@ -104,6 +108,7 @@ class Discovery:
         known = self._store.jobs()
         seen: set[str] = set()
         ok = True
+        self.errors = []
         if self._settings.job_ids is None:
             ok = self._list_active(now, known, seen) and ok
             ok = self._list_recently_ended(now, known, seen) and ok
@@ -221,8 +226,12 @@ class Discovery:
         return gone
 
     def _failed(self, message: str, exc: ModelArtsError, *args: object) -> None:
+        if isinstance(exc, StoppedError):
+            return  # the exporter is stopping: not a failure of ModelArts
+        self.errors.append(exc)
         # A warning when discovery starts failing; while it keeps failing, debug only.
-        level = logging.DEBUG if self._failing else logging.WARNING
-        log.log(level, message, *args, exc)
+        # Rejected credentials are the poller's to report, once, as an error.
+        quiet = self._failing or isinstance(exc, AuthenticationError)
+        log.log(logging.DEBUG if quiet else logging.WARNING, message, *args, exc)
         if self._on_failure:
             self._on_failure()

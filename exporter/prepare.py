@@ -121,7 +121,7 @@ def _credentials(
     modelarts = sections.get("modelarts")
     auth = sections.get("auth")
     try:
-        return find_credentials(
+        credentials = find_credentials(
             environ,
             auth if isinstance(auth, AuthSettings) else None,
             path,
@@ -131,9 +131,13 @@ def _credentials(
             ),
             auth_known=isinstance(auth, AuthSettings) or not auth_given,
         )
+        if credentials is not None and isinstance(modelarts, ModelArtsSettings):
+            # What the exporter will build from them: a check that passes here, serve too.
+            credentials.build_auth(session=None, project_id=modelarts.project_id)
     except ConfigError as exc:
         problems.extend(exc.problems)
         return None
+    return credentials
 
 
 def _rules(path: Path, settings: BaseModel | None, problems: list[str]) -> tuple[Rule, ...] | None:

@@ -3,9 +3,16 @@
 A cycle refreshes discovery (when due), previews every due task with bounded
 concurrency, and drops jobs whose grace period is over. One task's failure never stops
 another: it marks that task down and backs it off (doubling up to
-``collect.failure_backoff_max_seconds``). A cycle that overruns its interval is not
-started twice: the next one waits (APScheduler ``max_instances=1``, ``coalesce``).
-``run_cycle`` is a plain method, so tests drive cycles without the scheduler or sleeps.
+``collect.failure_backoff_max_seconds``; at least as long as a 429's ``Retry-After``).
+Credentials ModelArts rejects (a 401, a 403 that is not about one job, any 401/403 to
+a listing) pause every call, discovery included, doubling up to the same maximum, with
+one error line when it starts. One task's slow call never holds a cycle: a cycle waits
+for its previews at most ``cycle_wait_seconds`` (the exporter sets the interval), and a
+preview still in flight then (every call has a deadline) finishes on its own and is not
+started again before.
+A cycle that overruns its interval is not started twice: the next one waits
+(APScheduler ``max_instances=1``, ``coalesce``). ``run_cycle`` is a plain method, so
+tests drive cycles without the scheduler or sleeps.
 
 Each cycle's summary line is logged at info level when something changed (jobs or tasks
 watched, polls failing or recovering, discovery failing, a gap or reset) and otherwise
@@ -21,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -29,7 +36,13 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .discovery import Discovery
-from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError
+from .modelarts.errors import (
+    AuthenticationError,
+    JobNotFoundError,
+    ModelArtsError,
+    StoppedError,
+    ThrottledError,
+)
 from .modelarts.types import TERMINAL_PHASES, LogPreview
 from .pipeline import Limits, apply_preview, failed_poll, no_log_yet
 from .rules.engine import RuleSet
@@ -53,6 +66,8 @@ class CollectSettings:
     concurrency: int = 8
     failure_backoff_max_seconds: float = 600.0
     limits: Limits = field(default_factory=Limits)
+    cycle_wait_seconds: float | None = None
+    """How long a cycle waits for its previews (None: until all are done)."""
 
 
 @dataclass(slots=True)
@@ -63,7 +78,12 @@ class CycleReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     new_bytes: int = 0
     failed: int = 0
+    in_flight: int = 0
+    """Previews still running when the cycle ended (started by this or earlier cycles)."""
+    failed_listings: int = 0
+    """Discovery calls (list, details) that failed."""
     discovery_ok: bool | None = None
+    """None: discovery was not due, or paused for rejected credentials."""
     seconds: float = 0.0
 
 
@@ -91,10 +111,13 @@ class Poller:
         self._next_discovery = 0.0
         self._next_poll: dict[tuple[str, str], float] = {}
         self._auth_lock = threading.Lock()
-        self._auth_paused_until = 0.0
+        self._paused_until = {"listing": 0.0, "preview": 0.0}
+        """Until when each kind of call waits after the credentials were rejected."""
         self._auth_rejections = 0
         self._pool_size = 0
         self._pool = self._new_pool()
+        self._flight_lock = threading.Lock()
+        self._in_flight: dict[tuple[str, str], Future[tuple[str, int]]] = {}
         self._scheduler: BackgroundScheduler | None = None
         self._cycles = 0
         self._last_summary: tuple[int, int, bool, bool] | None = None
@@ -131,15 +154,34 @@ class Poller:
             pool.shutdown(wait=False)
         now = self._clock()
         report = CycleReport()
-        if now >= self._next_discovery:
+        if now >= self._next_discovery and now >= self._paused_until["listing"]:
             report.discovery_ok = self._discovery.refresh()
-            self._next_discovery = now + self._settings.discovery_interval_seconds
-        due = self._due(now)
-        for outcome, new_bytes in self._pool.map(lambda item: self._safe_poll(*item), due):
+            report.failed_listings = len(self._discovery.errors)
+            rejection = next(
+                (
+                    exc
+                    for exc in self._discovery.errors
+                    if isinstance(exc, AuthenticationError) and _rejects_credentials(exc)
+                ),
+                None,
+            )
+            if rejection is not None:
+                self._pause_for_credentials(rejection, "listing")
+            elif report.discovery_ok:
+                self._credentials_work()
+            self._next_discovery = max(
+                now + self._settings.discovery_interval_seconds, self._paused_until["listing"]
+            )
+        futures = [self._submit(job, task_id) for job, task_id in self._due(now)]
+        done, _ = wait(futures, timeout=self._settings.cycle_wait_seconds)
+        for future in done:
+            outcome, new_bytes = future.result()
             report.polled += 1
             report.outcomes[outcome] += 1
             report.new_bytes += new_bytes
             report.failed += outcome == "failed"
+        with self._flight_lock:
+            report.in_flight = len(self._in_flight)
         self._discovery.expire()
         ok_discovery = report.discovery_ok is not False
         snapshot = self._store.snapshot()
@@ -156,21 +198,49 @@ class Poller:
         self._cycles += 1
         log.log(
             logging.INFO if notable or self._cycles % SUMMARY_EVERY_CYCLES == 1 else logging.DEBUG,
-            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %.2f s",
+            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed (%d listings, "
+            "%d previews), %s%s%.2f s",
             len(snapshot.jobs),
             report.polled,
             ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "none",
             report.new_bytes,
+            report.failed_listings + report.failed,
+            report.failed_listings,
             report.failed,
+            f"{report.in_flight} still in flight, " if report.in_flight else "",
+            self._paused_note(),
             report.seconds,
         )
         return report
 
+    def _paused_note(self) -> str:
+        now = self._clock()
+        paused = [f"{kind}s" for kind, until in self._paused_until.items() if now < until]
+        return f"{' and '.join(paused)} paused (credentials rejected), " if paused else ""
+
+    def _submit(self, job: JobState, task_id: str) -> Future[tuple[str, int]]:
+        """Start one preview; it counts as in flight until it is done."""
+        key = (job.id, task_id)
+        future = self._pool.submit(self._safe_poll, job, task_id)
+        with self._flight_lock:
+            self._in_flight[key] = future
+        future.add_done_callback(lambda _: self._landed(key, future))
+        return future
+
+    def _landed(self, key: tuple[str, str], future: Future[tuple[str, int]]) -> None:
+        with self._flight_lock:
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+
     def _due(self, now: float) -> list[tuple[JobState, str]]:
         due = []
+        with self._flight_lock:
+            in_flight = set(self._in_flight)
         for job in self._store.jobs().values():
             for task_id in job.tasks:
                 if self._next_poll.get((job.id, task_id), 0.0) > now:
+                    continue
+                if (job.id, task_id) in in_flight:
                     continue
                 if job.phase in TERMINAL_PHASES and self._store.task(job.id, task_id).final_done:
                     continue
@@ -192,24 +262,26 @@ class Poller:
         """Preview one task and commit what is new; returns (outcome, new bytes)."""
         final = job.phase in TERMINAL_PHASES
         task = self._store.task(job.id, task_id)
-        if self._clock() < self._auth_paused_until:
+        if self._clock() < self._paused_until["preview"]:
             # The credentials were rejected: don't ask again until the pause is over.
             self._commit(failed_poll(task, now=self._clock()))
             self._metrics.polls.labels("failed").inc()
             return "failed", 0
         try:
             preview = self._source.preview_log(job.id, task_id)
+        except StoppedError:
+            return "stopped", 0  # the exporter is stopping: nothing to record
         except JobNotFoundError:
             log.info("job %s (%s) was deleted: dropping its series", job.name, job.id)
             self._store.remove_job(job.id)
             return "failed", 0
         except AuthenticationError as exc:
             if _credential_rejected(exc):
-                self._pause_for_credentials(exc)
+                self._pause_for_credentials(exc, "preview")
             return self._failed(job, task, exc), 0
         except ModelArtsError as exc:
             return self._failed(job, task, exc), 0
-        self._auth_rejections = 0
+        self._credentials_work()
         now = self._clock()
         if preview is None:
             self._commit(no_log_yet(task, now=now, final=final))
@@ -236,25 +308,44 @@ class Poller:
             self._metrics.series_dropped.labels(rule).inc(dropped)
         return stats.outcome, stats.new_bytes
 
-    def _pause_for_credentials(self, exc: AuthenticationError) -> None:
-        """A rejected credential pauses every preview (doubling), so it never hammers
-        the API; one clear line says so."""
+    def _pause_for_credentials(self, exc: AuthenticationError, kind: str) -> None:
+        """A rejected credential pauses every call of its ``kind`` (``listing``: discovery,
+        ``preview``), doubling while the rejections go on, so it never hammers the API;
+        one error line says so when it starts."""
         with self._auth_lock:
             now = self._clock()
-            if now < self._auth_paused_until:
+            if now < self._paused_until[kind]:
                 return
             self._auth_rejections += 1
             pause = min(
                 self._settings.interval_seconds * 2 ** (self._auth_rejections - 1),
                 self._settings.failure_backoff_max_seconds,
             )
-            self._auth_paused_until = now + pause
-        log.error(
-            "ModelArts rejected the credentials (%s): all previews paused for %.0f s; "
-            "check the token, AK/SK or IAM user and its permissions",
-            exc,
-            pause,
-        )
+            self._paused_until[kind] = now + pause
+            first = self._auth_rejections == 1
+        if first:
+            log.error(
+                "ModelArts rejected the credentials (%s): %ss paused for %.0f s, doubling "
+                "up to %.0f s while they are rejected; check the token, AK/SK or IAM user, "
+                "its project and permissions",
+                exc,
+                kind,
+                pause,
+                self._settings.failure_backoff_max_seconds,
+            )
+        else:
+            log.warning(
+                "the credentials are still rejected (%s): %ss paused for %.0f s",
+                exc,
+                kind,
+                pause,
+            )
+
+    def _credentials_work(self) -> None:
+        with self._auth_lock:
+            if self._auth_rejections:
+                log.info("ModelArts accepts the credentials again")
+            self._auth_rejections = 0
 
     def _commit(self, task: TaskState) -> bool:
         try:
@@ -274,6 +365,9 @@ class Poller:
             backoff = (
                 self._settings.failure_backoff_max_seconds if updated.failures > 1 else backoff
             )
+        if isinstance(exc, ThrottledError) and exc.retry_after is not None:
+            # Asked to come back later: this task waits, no thread does.
+            backoff = max(backoff, min(exc.retry_after, self._settings.failure_backoff_max_seconds))
         self._next_poll[(job.id, task.task_id)] = self._clock() + backoff
         level = logging.WARNING if task.up is not False else logging.DEBUG
         log.log(
@@ -330,7 +424,8 @@ class Poller:
         )
 
     def stop(self) -> None:
-        """Stop scheduling and wait for the cycle in flight."""
+        """Stop scheduling and wait for the cycle and the previews in flight (stop the
+        client first, so that they end at once)."""
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=True)
             self._scheduler = None
@@ -391,3 +486,9 @@ clock off by more than 15 minutes), not the access to one job."""
 def _credential_rejected(exc: AuthenticationError) -> bool:
     """Whether a 401/403 rejects the credential for every call (not one job's access)."""
     return exc.status == 401 or exc.error_code in _CREDENTIAL_CODES
+
+
+def _rejects_credentials(exc: AuthenticationError) -> bool:
+    """Whether a failed discovery call says the credentials do not work: any 401/403 to
+    the job list (no job in particular), else as for previews."""
+    return exc.endpoint == "list_jobs" or _credential_rejected(exc)

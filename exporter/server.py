@@ -111,7 +111,8 @@ def make_app(
             if ready():
                 return respond("200 OK", b"Ready.\n")
             return respond(
-                "503 Service Unavailable", b"Not ready: the first collection has not run yet.\n"
+                "503 Service Unavailable",
+                b"Not ready: no collection from ModelArts has succeeded yet (see the log).\n",
             )
         if path == "/-/reload" and reload is not None:
             if environ.get("REQUEST_METHOD") not in ("POST", "PUT"):

@@ -72,9 +72,22 @@ _BCRYPT_RE = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
 _SSL_SOURCE_RE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
-# Checked against when the user is unknown, so that a wrong name costs a bcrypt like a
-# wrong password does (the same dummy hash as exporter-toolkit).
-_DUMMY_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
+
+
+def _cost(hashed: str) -> int:
+    """The cost factor of a bcrypt hash ``$2b$12$...`` (12)."""
+    return int(hashed[4:6])
+
+
+def _dummy_hash(users: dict[str, str]) -> bytes:
+    """A hash of a random password, of the highest cost among ``users``' hashes.
+
+    Checked when the user is unknown, so that a wrong name costs the same bcrypt as a
+    wrong password: exporter-toolkit's fixed cost-10 dummy is 4x faster than a cost-12
+    hash, which would tell which users exist.
+    """
+    cost = max((_cost(hashed) for hashed in users.values()), default=4)
+    return bcrypt.hashpw(secrets.token_bytes(16).hex().encode(), bcrypt.gensalt(rounds=cost))
 
 
 def _bcrypt_hash(value: str) -> str:
@@ -158,6 +171,13 @@ class WebConfig(Section):
     _path: Path | None = PrivateAttr(default=None)
     _cache_key: bytes = PrivateAttr(default_factory=lambda: secrets.token_bytes(32))
     _verified: dict[str, bytes] = PrivateAttr(default_factory=dict)
+    _dummy: bytes = PrivateAttr(default=b"")
+
+    @model_validator(mode="after")
+    def _make_dummy_hash(self) -> Self:
+        if self.basic_auth_users:
+            self._dummy = _dummy_hash(self.basic_auth_users)
+        return self
 
     @property
     def headers(self) -> dict[str, str]:
@@ -212,8 +232,8 @@ class WebConfig(Section):
         ``Basic base64(user:password)`` for a configured user and password.
 
         A verified password is remembered as a keyed SHA-256 digest, so that each scrape
-        does not cost a bcrypt; an unknown user costs one too, so timing does not tell
-        which users exist.
+        does not cost a bcrypt; an unknown user costs one of the same cost too (against a
+        dummy hash), so timing does not tell which users exist.
         """
         if not self.basic_auth_users:
             return True
@@ -239,7 +259,7 @@ class WebConfig(Section):
         ):
             return True
         try:
-            matches = bcrypt.checkpw(password, hashed.encode() if hashed else _DUMMY_HASH)
+            matches = bcrypt.checkpw(password, hashed.encode() if hashed else self._dummy)
         except ValueError:  # longer than bcrypt's 72 bytes: never what was hashed
             matches = False
         if hashed is None or not matches:

@@ -12,6 +12,9 @@ Relative paths are resolved against the directory of the configuration file.
       verify_tls: true              # true, false, or the path of a CA bundle file
       connect_timeout_seconds: 5    # > 0
       read_timeout_seconds: 30      # > 0
+      request_deadline_seconds: null  # > 0: the longest one API call may take, connect,
+                                    # answer, IAM login, retries and waits included;
+                                    # null: 2 x (connect_timeout + read_timeout)
       max_attempts: 4               # 1..10: attempts per API call, retries included
       requests_per_second: null     # > 0 when set: a global limit on API requests
       auth:                         # optional (environment variables win); exactly one form:
@@ -77,6 +80,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..modelarts.client import default_deadline
 from ..modelarts.types import ACTIVE_PHASES
 from .problems import ConfigError, cross_field
 from .values import (
@@ -190,6 +194,7 @@ class ModelArtsSettings(Section):
     verify_tls: Annotated[bool | Path, PlainValidator(_verify_tls)] = True
     connect_timeout_seconds: Annotated[Seconds, Field(gt=0)] = 5.0
     read_timeout_seconds: Annotated[Seconds, Field(gt=0)] = 30.0
+    request_deadline_seconds: Annotated[Seconds, Field(gt=0)] | None = None
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 4
     requests_per_second: Annotated[Seconds, Field(gt=0)] | None = None
     auth: AuthSettings | None = None
@@ -203,6 +208,13 @@ class ModelArtsSettings(Section):
     def timeout(self) -> tuple[float, float]:
         """``(connect, read)`` timeouts in seconds, as ``requests`` takes them."""
         return (self.connect_timeout_seconds, self.read_timeout_seconds)
+
+    @property
+    def deadline_seconds(self) -> float:
+        """``request_deadline_seconds``, else two attempts' worth of the timeouts."""
+        if self.request_deadline_seconds is not None:
+            return self.request_deadline_seconds
+        return default_deadline(self.connect_timeout_seconds, self.read_timeout_seconds)
 
 
 class CollectSettings(Section):

@@ -72,6 +72,8 @@ def _http_url(value: str) -> str:
 def _project_id(value: str) -> str:
     if "/" in value:
         raise ValueError("must not contain '/'")
+    if value in (".", ".."):
+        raise ValueError("must not be '.' or '..'")
     return value
 
 

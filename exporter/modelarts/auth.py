@@ -309,7 +309,7 @@ class PasswordAuth:
         except requests.RequestException as exc:
             raise transport_error(IAM_ENDPOINT, exc) from None
         try:
-            outcome = interpret_response(IAM_ENDPOINT, response)
+            outcome = interpret_response(IAM_ENDPOINT, response, secrets=self.secrets())
         except requests.RequestException as exc:
             raise transport_error(IAM_ENDPOINT, exc) from None
         finally:

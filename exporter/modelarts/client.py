@@ -4,16 +4,25 @@ One pooled ``requests.Session``; every attempt is throttled, authenticated (sign
 token), timed out, reported to an observer, and retried when that is safe: 429 after
 ``Retry-After``, 5xx and transport failures with capped exponential backoff and full
 jitter. All failures surface as the typed errors of :mod:`modelarts_exporter.modelarts.errors`.
+
+Every call has a total deadline (``deadline`` seconds: connect, the whole answer, an IAM
+login on the way, retries and their waits included; a listing of several pages has four
+times that): a server that trickles its answer is cut off (:mod:`.deadline`), and a wait
+that would end past the deadline is not started: the call fails at once, so that the
+caller can try again later (a ``Retry-After`` of a day defers one task, it does not hold a
+thread). :meth:`ModelArtsClient.stop` ends every call in flight within moments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import html
 import json
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,11 +32,11 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ReadTimeoutError
 
 from .. import __version__
 from . import errors
+from .deadline import Cut, Watchdog, guarded_session
 from .types import LogPreview, TrainingJob
 
 if TYPE_CHECKING:
@@ -38,7 +47,9 @@ logger = logging.getLogger("exporter.modelarts")
 
 DEFAULT_USER_AGENT = f"modelarts-exporter/{__version__}"
 MAX_BODY_BYTES = 64 * 1024 * 1024
-MAX_PAGES = 10_000
+MAX_PAGES = 1_000
+LISTING_DEADLINES = 4
+"""A listing of several pages must end within this many call deadlines."""
 MAX_PAGE_SIZE = 50
 MAX_LOG_SIZE = 2**40
 POOL_MAXSIZE = 32
@@ -64,17 +75,23 @@ class RequestObserver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often and how long to retry 429, 5xx and transport failures."""
+    """How often and how long to retry 429, 5xx and transport failures.
+
+    ``retry_after_max`` caps a server's ``Retry-After`` (what a ThrottledError reports);
+    ``pause_max`` caps how long a 429 answered to one call pauses every other call.
+    """
 
     max_attempts: int = 4
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     retry_after_max: float = 300.0
+    pause_max: float = 2.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if self.backoff_initial < 0 or self.backoff_max < 0 or self.retry_after_max < 0:
+        limits = (self.backoff_initial, self.backoff_max, self.retry_after_max, self.pause_max)
+        if min(limits) < 0:
             raise ValueError("backoff and retry_after limits must be >= 0")
 
     def backoff(self, failed_attempts: int, rng: random.Random) -> float:
@@ -94,23 +111,35 @@ NO_RESULT = _NoResult.TOKEN
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One HTTP attempt: the parsed body (or NO_RESULT), else the error and its Retry-After."""
+    """One HTTP attempt: the parsed body (or NO_RESULT), else the error and its Retry-After.
+
+    ``login_failed``: the IAM login before the request failed (already counted by auth).
+    """
 
     data: object
     error: errors.ModelArtsError | None = None
     retry_after: float | None = None
+    login_failed: bool = False
 
 
 class _InvalidJob(ValueError):
     """A JobResponse field is missing or has the wrong type; the message names it."""
 
 
+def default_deadline(connect_timeout: float, read_timeout: float) -> float:
+    """The total deadline of one call when none is configured: two attempts' worth."""
+    return 2.0 * (connect_timeout + read_timeout)
+
+
 class ModelArtsClient:
     """The three ModelArts calls the exporter needs, with retries and typed errors.
 
     ``auth`` is a :class:`modelarts_exporter.modelarts.auth.Auth`. ``sleep`` and ``rng`` drive the
-    retry delays and are injectable for tests; ``throttle`` (shared by all threads using
-    this client) limits the request rate and is paused on HTTP 429.
+    retry delays and are injectable for tests (the default sleep ends early on
+    :meth:`stop`); ``clock`` measures the deadline (``deadline`` seconds per call, default
+    :func:`default_deadline`). ``throttle`` (shared by all threads using this client)
+    limits the request rate and is paused briefly on HTTP 429. Sockets are cut at the
+    deadline only on a session from :func:`new_session` (the default).
     """
 
     def __init__(
@@ -126,16 +155,18 @@ class ModelArtsClient:
         retry: RetryPolicy | None = None,
         throttle: Throttle | None = None,
         observer: RequestObserver | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         rng: random.Random | None = None,
         verify: bool | str = True,
         page_size: int = MAX_PAGE_SIZE,
         user_agent: str = DEFAULT_USER_AGENT,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("endpoint must be an http:// or https:// URL")
-        if not project_id or "/" in project_id:
+        if not project_id or "/" in project_id or project_id in _DOT_SEGMENTS:
             raise ValueError("project_id must be a non-empty path segment")
         self.endpoint = endpoint.rstrip("/")
         self.project_id = project_id
@@ -147,18 +178,39 @@ class ModelArtsClient:
         self._retry = retry if retry is not None else RetryPolicy()
         self._throttle = throttle
         self._observer = observer
-        self._sleep = sleep
+        self._stopping = threading.Event()
+        self._sleep = sleep if sleep is not None else self._stopping.wait
+        self._clock = clock
+        self._deadline = (
+            deadline if deadline is not None else default_deadline(connect_timeout, read_timeout)
+        )
+        if not self._deadline > 0:
+            raise ValueError("deadline must be > 0")
+        self._watchdog = Watchdog()
+        self.answered = threading.Event()
+        """Set once ModelArts answered a call (the credentials work, the endpoint is right)."""
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 (jitter, not crypto)
         self._verify = verify
         self.page_size = min(max(int(page_size), 1), MAX_PAGE_SIZE)
         self._user_agent = user_agent
-        self._base = f"{self.endpoint}/v2/{_segment(project_id)}"
+        self._base = f"{self.endpoint}/v2/{quote(project_id, safe='')}"
 
     def __repr__(self) -> str:
         return f"ModelArtsClient(endpoint={self.endpoint!r}, auth={self._auth.kind})"
 
+    @property
+    def deadline(self) -> float:
+        """Seconds a call may take, retries included."""
+        return self._deadline
+
+    def stop(self) -> None:
+        """End every call in flight now (StoppedError) and refuse new ones."""
+        self._stopping.set()
+        self._watchdog.stop()
+
     def close(self) -> None:
-        """Close the session if this client created it."""
+        """Stop, and close the session if this client created it."""
+        self.stop()
         if self._owns_session:
             self._session.close()
 
@@ -193,9 +245,16 @@ class ModelArtsClient:
         if self.workspace_id is not None:
             body["workspace_id"] = self.workspace_id
         seen: set[str] = set()
+        ends_at = self._clock() + LISTING_DEADLINES * self._deadline
         for offset in range(MAX_PAGES):
             body["offset"] = offset
-            data = self._call("list_jobs", "POST", "/training-job-searches", body)
+            if offset and self._clock() >= ends_at:
+                raise errors.DeadlineError(
+                    "list_jobs",
+                    f"listing not done after {offset} pages and "
+                    f"{LISTING_DEADLINES * self._deadline:g} s; stopped",
+                )
+            data = self._call("list_jobs", "POST", "/training-job-searches", body, ends_at=ends_at)
             items, count = _page(data)
             jobs = [job for job in map(_job_or_none, items) if job is not None]
             new = [job for job in jobs if job.id not in seen]
@@ -220,7 +279,7 @@ class ModelArtsClient:
 
     def get_job(self, job_id: str) -> TrainingJob:
         """One job's details. Raises JobNotFoundError when it was deleted (ModelArts.2775)."""
-        data = self._call("get_job", "GET", f"/training-jobs/{_segment(job_id)}")
+        data = self._call("get_job", "GET", f"/training-jobs/{_segment(job_id, 'get_job')}")
         try:
             return parse_job(data)
         except _InvalidJob as exc:
@@ -231,7 +290,8 @@ class ModelArtsClient:
 
         Raises LogUnavailableError when the log is gone (ModelArts.2819/2820/2822).
         """
-        path = f"/training-jobs/{_segment(job_id)}/tasks/{_segment(task_id)}/logs/preview"
+        job, task = _segment(job_id, "preview_log"), _segment(task_id, "preview_log")
+        path = f"/training-jobs/{job}/tasks/{task}/logs/preview"
         data = self._call("preview_log", "GET", path, not_ready=LOG_NOT_READY)
         if data is NO_RESULT:
             return None
@@ -247,37 +307,52 @@ class ModelArtsClient:
         payload: object = None,
         *,
         not_ready: frozenset[str] = frozenset(),
+        ends_at: float | None = None,
     ) -> object:
-        """Send with retries; the parsed JSON body, or NO_RESULT for 204 / ``not_ready``."""
+        """Send with retries; the parsed JSON body, or NO_RESULT for 204 / ``not_ready``.
+
+        Ends by ``ends_at`` (``clock`` time), at the latest ``deadline`` seconds from now.
+        """
         url = self._base + path
         body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
         content_type = "application/json;charset=utf-8" if body else "application/json"
+        deadline = self._clock() + self._deadline
+        if ends_at is not None:
+            deadline = min(deadline, ends_at)
         attempt = 0
         reauthenticated = False
+        last: errors.ModelArtsError | None = None
         while True:
+            remaining = deadline - self._clock()
+            if self._stopping.is_set():
+                raise errors.StoppedError(endpoint, "the exporter is stopping")
+            if remaining <= 0:
+                raise self._deadline_error(endpoint, last)
             attempt += 1
-            if self._throttle is not None:
-                self._throttle.acquire()
-            headers = {
-                "Content-Type": content_type,
-                "Accept": "application/json",
-                "User-Agent": self._user_agent,
-            }
-            try:
-                self._auth.apply(method, url, headers, body)
-            except errors.ModelArtsError as exc:  # an IAM login that failed
-                raise errors.redact(exc, self._auth.secrets()) from None
+            if self._throttle is not None and not self._throttle.acquire(
+                timeout=remaining, stop=self._stopping
+            ):
+                if self._stopping.is_set():
+                    raise errors.StoppedError(endpoint, "the exporter is stopping")
+                raise self._deadline_error(endpoint, last, "waiting for the request rate limit")
             started = time.perf_counter()
-            outcome = self._attempt(
-                endpoint, method, url, headers=headers, body=body, not_ready=not_ready
+            outcome = self._guarded_attempt(
+                endpoint, method, url, body, content_type, not_ready, deadline
             )
             error = outcome.error
-            if error is not None:
+            if isinstance(error, errors.StoppedError):
+                raise error
+            if error is None:
+                self.answered.set()
+            elif not outcome.login_failed:
                 errors.redact(error, self._auth.secrets())
-            if self._observer is not None:
+            if self._observer is not None and not outcome.login_failed:
                 self._observer.observe(endpoint, time.perf_counter() - started, error)
             if error is None:
                 return outcome.data
+            if outcome.login_failed or isinstance(error, errors.DeadlineError):
+                raise error
+            last = error
 
             if isinstance(error, errors.AuthenticationError):
                 if error.status == 401 and not reauthenticated and self._auth.invalidate():
@@ -295,24 +370,79 @@ class ModelArtsClient:
                 delay = min(outcome.retry_after, self._retry.retry_after_max)
             else:
                 delay = self._retry.backoff(attempt, self._rng)
-            if isinstance(error, errors.ThrottledError) and self._throttle is not None:
-                self._throttle.pause(delay)
+            if isinstance(error, errors.ThrottledError):
+                error.retry_after = delay
+                if self._throttle is not None:
+                    self._throttle.pause(min(delay, self._retry.pause_max))
             if attempt >= self._retry.max_attempts:
+                raise error
+            if self._clock() + delay >= deadline:
+                # Waiting would pass the deadline: give up now, the caller tries later.
+                logger.debug("%s; not retried: the wait of %.2fs passes the deadline", error, delay)
                 raise error
             logger.debug(
                 "%s; retry %d of %d in %.2fs", error, attempt, self._retry.max_attempts - 1, delay
             )
             self._sleep(delay)
 
+    def _deadline_error(
+        self, endpoint: str, last: errors.ModelArtsError | None, doing: str = ""
+    ) -> errors.DeadlineError:
+        detail = f" ({doing})" if doing else ""
+        if last is not None:
+            detail += f"; last: {last.error_msg or last.reason}"
+        return errors.DeadlineError(
+            endpoint, f"call not done within its deadline of {self._deadline:g} s{detail}"
+        )
+
+    def _guarded_attempt(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        body: bytes,
+        content_type: str,
+        not_ready: frozenset[str],
+        deadline: float,
+    ) -> Outcome:
+        """One attempt (an IAM login included) whose sockets are cut at ``deadline``."""
+        headers = {
+            "Content-Type": content_type,
+            "Accept": "application/json",
+            "User-Agent": self._user_agent,
+        }
+        responses: list[requests.Response] = []
+        with contextlib.ExitStack() as stack:
+            # Closing a response gives its connection back to the pool: only after the
+            # guard is closed (exit callbacks run last-in first-out).
+            stack.callback(_close_all, responses)
+            guard = stack.enter_context(self._watchdog.guard(deadline - self._clock()))
+            try:
+                self._auth.apply(method, url, headers, body)
+            except errors.ModelArtsError as exc:  # an IAM login that failed
+                if guard.cut is not None:
+                    return Outcome(None, self._cut_error(endpoint, guard.cut, "IAM login"))
+                error = errors.redact(exc, self._auth.secrets())
+                return Outcome(None, error, login_failed=True)
+            outcome = self._attempt(endpoint, method, url, headers, body, not_ready, responses)
+            if guard.cut is not None:
+                return Outcome(None, self._cut_error(endpoint, guard.cut))
+            return outcome
+
+    def _cut_error(self, endpoint: str, cut: Cut, doing: str = "") -> errors.ModelArtsError:
+        if cut == "stopped":
+            return errors.StoppedError(endpoint, "the exporter is stopping")
+        return self._deadline_error(endpoint, None, doing or "answer not complete")
+
     def _attempt(
         self,
         endpoint: str,
         method: str,
         url: str,
-        *,
         headers: dict[str, str],
         body: bytes,
         not_ready: frozenset[str],
+        responses: list[requests.Response],
     ) -> Outcome:
         try:
             response = self._session.request(
@@ -326,14 +456,17 @@ class ModelArtsClient:
                 stream=True,
                 auth=passthrough_auth,
             )
-            try:
-                return interpret_response(endpoint, response, not_ready, self._auth.secrets())
-            finally:
-                response.close()
+            responses.append(response)
+            return interpret_response(endpoint, response, not_ready, self._auth.secrets())
         except errors.ModelArtsError as exc:
             return Outcome(None, exc)
         except requests.RequestException as exc:
             return Outcome(None, transport_error(endpoint, exc))
+
+
+def _close_all(responses: list[requests.Response]) -> None:
+    for response in responses:
+        response.close()
 
 
 def passthrough_auth(request: requests.PreparedRequest) -> requests.PreparedRequest:
@@ -342,17 +475,29 @@ def passthrough_auth(request: requests.PreparedRequest) -> requests.PreparedRequ
 
 
 def new_session(pool_maxsize: int = POOL_MAXSIZE) -> requests.Session:
-    """A Session whose connection pools hold ``pool_maxsize`` connections per host."""
-    session = requests.Session()
-    adapter = HTTPAdapter(pool_maxsize=pool_maxsize)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session
+    """A Session whose connection pools hold ``pool_maxsize`` connections per host, and
+    whose sockets a call's deadline (or :meth:`ModelArtsClient.stop`) can cut."""
+    return guarded_session(pool_maxsize)
 
 
-def _segment(value: str) -> str:
+_DOT_SEGMENTS = frozenset({".", ".."})
+
+
+def _segment(value: str, endpoint: str) -> str:
+    """``value`` (a job or task id from the API) as one percent-encoded URL path segment.
+
+    Everything but letters, digits and ``-._~`` is encoded (``/`` -> ``%2F``, ``%`` ->
+    ``%25``, ``?`` -> ``%3F``, ``#`` -> ``%23``), so an id always names itself. ``.`` and
+    ``..`` cannot be sent as a segment: clients and proxies resolve them to another URL
+    (RFC 3986 5.2.4), and servers may decode ``%2E`` first, so such an id is refused with a
+    BadResponseError and no request is made. ValueError for an empty id (a bug).
+    """
     if not value:
         raise ValueError("path segments (job and task ids) must not be empty")
+    if value in _DOT_SEGMENTS:
+        raise errors.BadResponseError(
+            endpoint, f"id {value!r} cannot be requested: it is not a usable URL path segment"
+        )
     return quote(value, safe="")
 
 
@@ -397,26 +542,26 @@ def interpret_response(
     if status == 204:
         return Outcome(NO_RESULT)
     body = read_body(endpoint, response)
-    if not 200 <= status < 300:
-        for secret in secrets:
-            if len(secret) >= 4:
-                body = body.replace(secret.encode(), b"<redacted>")
-    header_request_id = _clean(response.headers.get("X-Request-Id", ""), 128)
+    header_request_id = _clean(
+        errors.redact_text(response.headers.get("X-Request-Id", ""), secrets), 128
+    )
     if 200 <= status < 300:
         try:
             return Outcome(json.loads(body))
         except (ValueError, RecursionError):
             raise errors.BadResponseError(
                 endpoint,
-                f"response is not JSON: {snippet(body)}",
+                f"response is not JSON: {snippet(body, secrets)}",
                 status=status,
                 request_id=header_request_id,
             ) from None
 
-    code, message, body_request_id = parse_error_body(body)
+    body = errors.redact_bytes(body, secrets)
+    code, message, body_request_id = parse_error_body(body, secrets)
     if code in not_ready:
         return Outcome(NO_RESULT)
-    message = message or response.reason or "no message"
+    reason = _clean(errors.redact_text(response.reason or "", secrets), SNIPPET_CHARS)
+    message = message or reason or "no message"
     if 300 <= status < 400:
         message = "unexpected redirect"
     request_id = header_request_id or body_request_id
@@ -452,28 +597,40 @@ def _error_class(status: int, code: str) -> type[errors.ModelArtsError]:
     return errors.ModelArtsError
 
 
-def parse_error_body(body: bytes) -> tuple[str, str, str]:
+def parse_error_body(body: bytes, secrets: tuple[str, ...] = ()) -> tuple[str, str, str]:
     """(error code, message, request id) from an error body; a text snippet if not JSON.
 
     Understands ``error_code/error_msg``, ``errorCode/errorMsg`` and ``code/message``, at
     the top level or one level down (IAM: ``{"error": {"code": 401, "message": ...}}``).
+    ``secrets`` are removed from the decoded values (a token escaped as ``\\u004d...`` in
+    the JSON is only recognisable once decoded) before they are cleaned and cut.
     """
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        return "", snippet(body), ""
+        return "", snippet(body, secrets), ""
     if not isinstance(data, dict):
-        return "", snippet(body), ""
-    request_id = _clean(_text(data.get("request_id")), 128)
+        return "", snippet(body, secrets), ""
+    request_id = _text(data.get("request_id"))
     code, message = _error_fields(data)
     if not (code or message):
         for value in data.values():
             if isinstance(value, dict):
                 code, message = _error_fields(value)
-                request_id = request_id or _clean(_text(value.get("request_id")), 128)
+                request_id = request_id or _text(value.get("request_id"))
                 if code or message:
                     break
-    return _clean(code, 64), _clean(message, SNIPPET_CHARS), request_id
+    return (
+        _safe_text(code, secrets, 64),
+        _safe_text(message, secrets, SNIPPET_CHARS),
+        _safe_text(request_id, secrets, 128),
+    )
+
+
+def _safe_text(text: str, secrets: tuple[str, ...], limit: int) -> str:
+    """Server text made fit for messages: secrets removed, one clean line, cut to ``limit``."""
+    text = errors.redact_text(text, secrets, limit=8 * limit)
+    return _clean(errors.redact_text(_clean(text, 8 * limit), secrets), limit)
 
 
 def _error_fields(data: Mapping[str, object]) -> tuple[str, str]:
@@ -498,11 +655,13 @@ def _clean(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
-def snippet(body: bytes) -> str:
-    """A short, single-line, tag-free excerpt of a non-JSON body (e.g. an HTML error page)."""
-    text = body[:65536].decode("utf-8", errors="replace")
-    text = _TAG_RE.sub(" ", _SCRIPT_RE.sub(" ", text))
-    return _clean(html.unescape(text), SNIPPET_CHARS) or f"{len(body)} bytes of non-JSON data"
+def snippet(body: bytes, secrets: tuple[str, ...] = ()) -> str:
+    """A short, single-line, tag-free excerpt of a non-JSON body (e.g. an HTML error page),
+    without ``secrets`` (looked for in the raw and in the unescaped text)."""
+    text = errors.redact_bytes(body, secrets)[:65536].decode("utf-8", errors="replace")
+    text = _TAG_RE.sub(" ", _SCRIPT_RE.sub(" ", errors.redact_text(text, secrets)))
+    text = _safe_text(html.unescape(text), secrets, SNIPPET_CHARS)
+    return text or f"{len(body)} bytes of non-JSON data"
 
 
 def parse_retry_after(value: str | None, date: str | None = None) -> float | None:

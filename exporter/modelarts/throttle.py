@@ -6,6 +6,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class _Event(Protocol):
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
 
 _EPSILON = 1e-9  # float slack, so that sleeping exactly the computed wait always suffices
 
@@ -22,7 +30,7 @@ class Throttle:
         self,
         rate_per_second: float | None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         if rate_per_second is not None and (math.isnan(rate_per_second) or rate_per_second < 0):
             raise ValueError("rate_per_second must be >= 0 or None")
@@ -30,6 +38,7 @@ class Throttle:
         self._burst = max(1.0, self._rate or 1.0)
         self._clock = clock
         self._sleep = sleep
+        """None: real time, waiting on the caller's ``stop`` event when it gives one."""
         self._lock = threading.Lock()
         self._tokens = self._burst
         self._refilled_at = clock()
@@ -39,14 +48,29 @@ class Throttle:
     def rate_per_second(self) -> float | None:
         return self._rate
 
-    def acquire(self) -> None:
-        """Block until any pause has passed and a token is available, then take it."""
+    def acquire(self, timeout: float | None = None, stop: _Event | None = None) -> bool:
+        """Block until any pause has passed and a token is available, then take it: True.
+
+        False, without taking a token, as soon as it is clear that this would take more
+        than ``timeout`` seconds, or when ``stop`` (a ``threading.Event``) is set.
+        """
+        ends_at = None if timeout is None else self._clock() + timeout
         while True:
+            if stop is not None and stop.is_set():
+                return False
             with self._lock:
-                wait = self._wait_or_take(self._clock())
+                now = self._clock()
+                wait = self._wait_or_take(now)
             if wait <= 0:
-                return
-            self._sleep(wait)
+                return True
+            if ends_at is not None and now + wait > ends_at:
+                return False
+            if self._sleep is not None:
+                self._sleep(wait)
+            elif stop is not None:
+                stop.wait(wait)
+            else:
+                time.sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """Make every caller of :meth:`acquire` wait until ``seconds`` from now.

@@ -36,11 +36,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Response:
-    """What to send back; a 204 is sent without a body or Content-Length."""
+    """What to send back; a 204 is sent without a body or Content-Length. ``drip_seconds``
+    > 0 sends the body one byte at a time, that far apart (a server that trickles)."""
 
     status: int
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=dict)
+    drip_seconds: float = 0.0
 
 
 class ApiError(Exception):

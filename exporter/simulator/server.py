@@ -9,6 +9,7 @@ optional throttling and injectable faults. Tests drive it through the control me
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import socket
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, NamedTuple, cast
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from ..modelarts.types import TERMINAL_PHASES
 from .api import (
@@ -68,6 +69,8 @@ class Fault:
     with ``status``, ``headers`` and exactly ``body`` (Content-Type defaults to JSON when a
     body is given), or, with ``drop_connection``, the connection is closed without an
     answer. ``status=None`` answers normally after the delay: a slow but correct answer.
+    ``drip_seconds`` > 0 sends the answer's body one byte at a time, that far apart (real
+    time): a server that trickles, never tripping a read timeout.
     """
 
     method: str | None = None
@@ -78,6 +81,7 @@ class Fault:
     times: int = 1
     delay_seconds: float = 0.0
     drop_connection: bool = False
+    drip_seconds: float = 0.0
 
 
 class RequestRecord(NamedTuple):
@@ -363,6 +367,8 @@ class Simulator:
             except Exception:
                 logger.exception("simulator failed on %s %s", request.method, request.path)
                 response = modelarts_error(500, "ModelArts.0010", "Internal error.").response()
+        if response is not None and fault is not None and fault.drip_seconds > 0:
+            response = dataclasses.replace(response, drip_seconds=fault.drip_seconds)
         status = 0 if response is None else response.status
         with self._lock:
             self._records.append(
@@ -406,7 +412,9 @@ class Simulator:
                     f"Method {request.method} is not allowed on {request.path}.",
                     {"Allow": ", ".join(handlers)},
                 )
-            return handler(request, match.groupdict(), now)
+            # Path parameters are percent-decoded, as a real gateway does (a%2Fb is "a/b").
+            params = {name: unquote(value) for name, value in match.groupdict().items()}
+            return handler(request, params, now)
         raise modelarts_error(404, "ModelArts.2836", f"Path {request.path} not found.")
 
     def _take_rate_token(self, now: float) -> None:
@@ -550,7 +558,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(response.body)))
         self.end_headers()
-        self.wfile.write(response.body)
+        if response.drip_seconds <= 0:
+            self.wfile.write(response.body)
+            return
+        stopping = cast(_Server, self.server).simulator._stopping
+        self.wfile.flush()
+        for byte in response.body:
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+            if stopping.wait(response.drip_seconds):
+                return
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         """Requests are logged by ``Simulator._handle``."""

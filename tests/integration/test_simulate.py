@@ -53,7 +53,7 @@ def simulate(tmp_path: Path) -> Iterator[tuple[list[str], int]]:
         "--ak",
         "AKSIM",
         "--sk",
-        "secret sk",
+        "se'cret$sk",
         "--iam-user",
         "alice",
         "--iam-password",
@@ -126,6 +126,8 @@ def test_the_printed_commands_run_an_exporter_against_it(
         (["--ak", "A"], "--ak and --sk go together"),
         (["--iam-password", "p"], "--iam-user and --iam-password go together"),
         (["--web.listen-address", "nowhere"], "--web.listen-address: must be HOST:PORT"),
+        (["--ak", "A", "--sk", "secret sk"], "--sk: must not contain whitespace"),
+        (["--token", "tok\n"], "--token: must not contain whitespace"),
     ],
 )
 def test_bad_simulate_flags_are_one_line_each(args: list[str], problem: str) -> None:

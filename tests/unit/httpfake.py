@@ -43,12 +43,16 @@ class Recorded:
 
 @dataclass(frozen=True)
 class Reply:
-    """A canned answer. ``body`` given as dict/list is sent as JSON; ``delay`` in seconds."""
+    """A canned answer. ``body`` given as dict/list is sent as JSON; ``delay`` in seconds
+    before the answer; ``drip`` seconds between the body's bytes, sent one at a time (a
+    server that trickles); ``reason`` the status line's reason phrase."""
 
     status: int = 200
     body: bytes | str | dict[str, Any] | list[Any] = b""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    drip: float = 0.0
+    reason: str | None = None
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes):
@@ -128,7 +132,7 @@ class FakeServer:
                     return
                 payload = b"" if reply.status in (204, 304) else reply.encoded()
                 try:
-                    self.send_response_only(reply.status)
+                    self.send_response_only(reply.status, reply.reason)
                     if not any(k.lower() == "date" for k in reply.headers):
                         self.send_header("Date", self.date_time_string())
                     for name, value in reply.headers.items():
@@ -136,7 +140,13 @@ class FakeServer:
                     if reply.status not in (204, 304):
                         self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not reply.drip:
+                        self.wfile.write(payload)
+                    for byte in payload if reply.drip else b"":
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        if server._stopping.wait(reply.drip):
+                            return
                 except OSError:  # the client gave up (e.g. its read timeout)
                     self.close_connection = True
 

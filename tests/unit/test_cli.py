@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from modelarts_exporter import __version__
+from modelarts_exporter import __version__, app
 from modelarts_exporter.cli import main
+from modelarts_exporter.config import Credentials
 
 
 @pytest.fixture(autouse=True)
@@ -512,3 +513,163 @@ def test_a_broken_gz_log_is_one_line(
     assert code == 2
     (line,) = err.strip().splitlines()
     assert line.startswith(f"analyze: {log}: {problem}")
+
+
+_CREDENTIAL_VARIABLES = (
+    "MODELARTS_AUTH_TOKEN",
+    "HUAWEICLOUD_SDK_AK",
+    "HUAWEICLOUD_SDK_SK",
+    "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+    "OS_AUTH_URL",
+    "OS_USERNAME",
+    "OS_PASSWORD",
+    "OS_DOMAIN_NAME",
+    "OS_USER_DOMAIN_NAME",
+    "OS_PROJECT_NAME",
+    "OS_PROJECT_ID",
+)
+_IAM = {
+    "OS_AUTH_URL": "https://iam.example/v3",
+    "OS_USERNAME": "monitoring",
+    "OS_PASSWORD": "Passw0rd-ok",
+    "OS_DOMAIN_NAME": "OTC-EU-DE-000",
+}
+_AKSK = {"HUAWEICLOUD_SDK_AK": "AKEXAMPLE", "HUAWEICLOUD_SDK_SK": "SKEXAMPLEsecret"}
+
+
+class _Started(Exception):
+    """Raised instead of starting the exporter: a credential got past the checks."""
+
+    def __init__(self, config: object, credentials: object, **kwargs: object) -> None:
+        super().__init__("the exporter would start")
+        self.credentials = credentials
+
+
+def _serve(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
+    check: bool,
+    config_text: str = GOOD,
+) -> tuple[int, str, str]:
+    """``serve`` (with ``--config.check`` when ``check``) in-process; an exporter that
+    would start raises _Started instead."""
+
+    def refuse(config: object, credentials: object, **kwargs: object) -> None:
+        raise _Started(config, credentials)
+
+    monkeypatch.setattr(app, "Exporter", refuse)
+    for name in _CREDENTIAL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = tmp_path / "cfg.yml"
+    config.write_text(config_text + f"state: {{path: {tmp_path}/state.db}}\n")
+    args = ["serve", "--config.file", str(config), "--web.listen-address", "127.0.0.1:0"]
+    return run(capsys, *args, *(["--config.check"] if check else []))
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "value"),
+    [
+        ({"MODELARTS_AUTH_TOKEN": "MIIsecret token"}, "MODELARTS_AUTH_TOKEN", "MIIsecret token"),
+        ({"MODELARTS_AUTH_TOKEN": "MIIsecret\ntoken"}, "MODELARTS_AUTH_TOKEN", "MIIsecret"),
+        ({"MODELARTS_AUTH_TOKEN": "MIIsecret\n\n"}, "MODELARTS_AUTH_TOKEN", "MIIsecret"),
+        ({"MODELARTS_AUTH_TOKEN": " MIIsecret"}, "MODELARTS_AUTH_TOKEN", "MIIsecret"),
+        ({**_AKSK, "HUAWEICLOUD_SDK_AK": "AK SECRET1"}, "HUAWEICLOUD_SDK_AK", "SECRET1"),
+        ({**_AKSK, "HUAWEICLOUD_SDK_SK": "SK\tSECRET2"}, "HUAWEICLOUD_SDK_SK", "SECRET2"),
+        (
+            {**_AKSK, "HUAWEICLOUD_SDK_SECURITY_TOKEN": "STS\rSECRET3"},
+            "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+            "SECRET3",
+        ),
+        ({**_IAM, "OS_PASSWORD": "pass word-SECRET4"}, "OS_PASSWORD", "SECRET4"),
+        ({**_IAM, "OS_PASSWORD": "pass\nword-SECRET5\n"}, "OS_PASSWORD", "SECRET5"),
+        ({**_IAM, "OS_USERNAME": "moni\ntoring"}, "OS_USERNAME", "toring"),
+        ({**_IAM, "OS_AUTH_URL": "not a url"}, "OS_AUTH_URL", "not a url"),
+    ],
+)
+@pytest.mark.parametrize("check", [True, False], ids=["config.check", "serve"])
+def test_a_credential_with_whitespace_is_one_line_exit_2_in_check_and_serve(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
+    named: str,
+    value: str,
+    check: bool,
+) -> None:
+    code, out, err = _serve(capsys, monkeypatch, tmp_path, env, check)
+    assert code == 2, err
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith(f"environment {named}: "), line
+    assert value not in err
+
+
+@pytest.mark.parametrize(
+    ("auth", "content", "key"),
+    [
+        ("{token: 'MIIsecret token'}", None, "modelarts.auth.token: "),
+        ('{token: "MIIsecret\\n\\n"}', None, "modelarts.auth.token: "),
+        ("{token_file: secret}", "MIIsecret\ntoken\n", "modelarts.auth.token_file: "),
+        ("{access_key: 'AK AK', secret_key: SK}", None, "modelarts.auth.access_key: "),
+        (
+            "{access_key: AK, secret_key_file: secret}",
+            "SK SECRET\n",
+            "modelarts.auth.secret_key_file: ",
+        ),
+        (
+            "{iam: {auth_url: 'https://iam.example/v3', username: u, password: 'p w',"
+            " domain_name: d}}",
+            None,
+            "modelarts.auth.iam.password: ",
+        ),
+    ],
+)
+@pytest.mark.parametrize("check", [True, False], ids=["config.check", "serve"])
+def test_a_configured_credential_with_whitespace_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    auth: str,
+    content: str | None,
+    key: str,
+    check: bool,
+) -> None:
+    if content is not None:
+        (tmp_path / "secret").write_text(content)
+    config_text = GOOD + f"  auth: {auth}\n"
+    code, _, err = _serve(capsys, monkeypatch, tmp_path, {}, check, config_text)
+    assert code == 2, err
+    [line] = err.splitlines()
+    assert line.startswith(f"{tmp_path / 'cfg.yml'}: {key}"), line
+    assert "SECRET" not in line
+    assert "MIIsecret" not in line
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"MODELARTS_AUTH_TOKEN": "MIIsecret-token\n"},
+        {**_AKSK, "HUAWEICLOUD_SDK_SK": "SKEXAMPLEsecret\r\n"},
+        {**_IAM, "OS_PASSWORD": "Passw0rd-ok\n", "OS_USERNAME": "monitoring\n"},
+    ],
+)
+def test_one_trailing_newline_of_a_credential_is_ignored(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    env: dict[str, str],
+) -> None:
+    code, out, err = _serve(capsys, monkeypatch, tmp_path, env, check=True)
+    assert code == 0, err
+    assert "ok" in out
+    with pytest.raises(_Started) as started:  # and serve starts, with the newline gone
+        _serve(capsys, monkeypatch, tmp_path, env, check=False)
+    credentials = started.value.credentials
+    assert isinstance(credentials, Credentials)
+    values = (credentials.token, credentials.secret_key, credentials.password)
+    assert all(not value or value.isprintable() for value in values)
+    assert credentials.username in ("", "monitoring")

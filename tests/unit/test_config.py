@@ -81,6 +81,7 @@ def test_minimal_config_has_every_default(write: WriteConfig, tmp_path: Path) ->
     assert m.verify is True
     assert (m.connect_timeout_seconds, m.read_timeout_seconds) == (5, 30)
     assert m.timeout == (5.0, 30.0)
+    assert (m.request_deadline_seconds, m.deadline_seconds) == (None, 2 * (5 + 30))
     assert (m.max_attempts, m.requests_per_second, m.auth) == (4, None, None)
     c = config.collect
     assert (c.interval_seconds, c.concurrency, c.max_line_bytes) == (30, 8, 65536)
@@ -132,6 +133,7 @@ def test_every_key_set(write: WriteConfig, tmp_path: Path) -> None:
               verify_tls: ca.pem
               connect_timeout_seconds: 0.5
               read_timeout_seconds: 2
+              request_deadline_seconds: 9.5
               max_attempts: 10
               requests_per_second: 2.5
               auth: {{token: {TOKEN}}}
@@ -159,6 +161,7 @@ def test_every_key_set(write: WriteConfig, tmp_path: Path) -> None:
     assert config.modelarts.endpoint == "http://127.0.0.1:8080/base"
     assert config.modelarts.verify == str(tmp_path / "ca.pem")
     assert config.modelarts.timeout == (0.5, 2.0)
+    assert config.modelarts.deadline_seconds == 9.5
     assert config.collect.effective_discovery_interval_seconds == 60
     assert config.discovery.phases == ("Failed",)
     assert config.discovery.job_ids == ("a", "b")
@@ -285,6 +288,8 @@ def test_wrong_values(write: WriteConfig, snippet: str, key: str, reason: str) -
         ("{endpoint: https://x}", "modelarts.project_id", "Field required"),
         ("{endpoint: https://x, project_id: ''}", "modelarts.project_id", "at least 1"),
         ("{endpoint: https://x, project_id: a/b}", "modelarts.project_id", "'/'"),
+        ("{endpoint: https://x, project_id: '..'}", "modelarts.project_id", "'..'"),
+        ("{endpoint: https://x, project_id: '.'}", "modelarts.project_id", "'..'"),
         (
             "{endpoint: https://x, project_id: 1234}",
             "modelarts.project_id",
@@ -294,6 +299,11 @@ def test_wrong_values(write: WriteConfig, snippet: str, key: str, reason: str) -
         (
             "{endpoint: https://x, project_id: p, read_timeout_seconds: 0}",
             "modelarts.read_timeout_seconds",
+            "greater than 0",
+        ),
+        (
+            "{endpoint: https://x, project_id: p, request_deadline_seconds: 0}",
+            "modelarts.request_deadline_seconds",
             "greater than 0",
         ),
         (
@@ -605,9 +615,9 @@ def test_file_token_when_environment_has_none(write: WriteConfig) -> None:
 
 
 def test_file_variants_read_and_stripped(write: WriteConfig, tmp_path: Path) -> None:
-    (tmp_path / "token").write_text(f"  {TOKEN}\n")
-    (tmp_path / "sk").write_text(f"{SK}\n")
-    (tmp_path / "pw").write_text(f"{PASSWORD}\n")
+    (tmp_path / "token").write_text(f"{TOKEN}\n")
+    (tmp_path / "sk").write_text(f"{SK}\r\n")
+    (tmp_path / "pw").write_text(f"{PASSWORD}")
 
     token = load_config(write(MINIMAL + "  auth: {token_file: token}\n"))
     assert resolve_credentials(token, {}).token == TOKEN

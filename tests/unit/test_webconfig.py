@@ -387,6 +387,34 @@ def test_verified_passwords_are_cached(users: WebConfig, monkeypatch: pytest.Mon
     assert len(calls) == 4
 
 
+@pytest.mark.parametrize("costs", [(4,), (4, 6), (6, 4, 5)])
+def test_an_unknown_user_costs_a_bcrypt_of_the_users_cost(
+    write: Write, monkeypatch: pytest.MonkeyPatch, costs: tuple[int, ...]
+) -> None:
+    """Timing must not tell which users exist: an unknown name is checked against a dummy
+    hash as slow as the slowest configured one (not a fixed cost-10 hash, 4x faster than
+    a cost-12 one, 64x slower than a cost-4 one)."""
+    lines = "".join(
+        f"  user{n}: '{bcrypt.hashpw(b'pw', bcrypt.gensalt(rounds=cost)).decode()}'\n"
+        for n, cost in enumerate(costs)
+    )
+    web = load_web_config(write(f"basic_auth_users:\n{lines}"))
+    checked: list[bytes] = []
+    checkpw = bcrypt.checkpw
+
+    def recording(password: bytes, hashed: bytes) -> bool:
+        checked.append(hashed)
+        return checkpw(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", recording)
+    assert not web.check_basic_auth(basic("nobody", "pw"))
+    assert not web.check_basic_auth(basic("user0", "wrong"))
+    [unknown, known] = checked
+    assert unknown.startswith(f"$2b${max(costs):02d}$".encode())
+    assert known.startswith(f"$2b${costs[0]:02d}$".encode())
+    assert unknown not in {hashed.encode() for hashed in web.basic_auth_users.values()}
+
+
 def test_password_never_in_repr(users: WebConfig) -> None:
     users.check_basic_auth(basic("alice", PASSWORD))
     assert PASSWORD not in repr(users)
