@@ -1,7 +1,9 @@
 """The collection cycle, run by APScheduler every ``collect.interval_seconds``.
 
 A cycle refreshes discovery (when due), previews every due task with bounded
-concurrency, and drops jobs whose grace period is over. One task's failure never stops
+concurrency, reads the platform signals that are due (each job's events when discovery
+ran, running tasks' metrics once a minute; see ``signals.py``) in the same pool, and
+drops jobs whose grace period is over. One task's failure never stops
 another: it marks that task down and backs it off (doubling up to
 ``collect.failure_backoff_max_seconds``). A cycle that overruns its interval is not
 started twice: the next one waits (APScheduler ``max_instances=1``, ``coalesce``).
@@ -29,11 +31,17 @@ from typing import Any, Protocol
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from .discovery import Discovery
-from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError
+from .modelarts.errors import (
+    AuthenticationError,
+    JobNotFoundError,
+    ModelArtsError,
+    credential_rejected,
+)
 from .modelarts.types import TERMINAL_PHASES, LogPreview
 from .pipeline import Limits, apply_preview, failed_poll, no_log_yet
 from .rules.engine import RuleSet
 from .selfmetrics import SelfMetrics
+from .signals import SignalReader
 from .store import JobState, Store, TaskState
 
 log = logging.getLogger("exporter.scheduler")
@@ -64,6 +72,8 @@ class CycleReport:
     new_bytes: int = 0
     failed: int = 0
     discovery_ok: bool | None = None
+    events_read: Counter[str] = field(default_factory=Counter)
+    metrics_read: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
 
@@ -79,9 +89,11 @@ class Poller:
         metrics: SelfMetrics,
         settings: CollectSettings,
         *,
+        signals: SignalReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
+        self._signals = signals
         self._discovery = discovery
         self._store = store
         self._rules = rules
@@ -131,15 +143,34 @@ class Poller:
             pool.shutdown(wait=False)
         now = self._clock()
         report = CycleReport()
+        discovered = False
         if now >= self._next_discovery:
             report.discovery_ok = self._discovery.refresh()
             self._next_discovery = now + self._settings.discovery_interval_seconds
+            discovered = True
         due = self._due(now)
-        for outcome, new_bytes in self._pool.map(lambda item: self._safe_poll(*item), due):
+        previews = self._pool.map(lambda item: self._safe_poll(*item), due)
+        event_reads, metric_reads = [], []
+        signals = self._signals
+        if signals is not None and self._clock() >= self._auth_paused_until:
+            if discovered:
+                event_reads = [
+                    self._pool.submit(self._safe_signal, signals.read_events, job)
+                    for job in signals.events_due(now)
+                ]
+            metric_reads = [
+                self._pool.submit(self._safe_signal, signals.read_metrics, job, task)
+                for job, task in signals.metrics_due(now)
+            ]
+        for outcome, new_bytes in previews:
             report.polled += 1
             report.outcomes[outcome] += 1
             report.new_bytes += new_bytes
             report.failed += outcome == "failed"
+        for future in event_reads:
+            report.events_read[future.result()] += 1
+        for future in metric_reads:
+            report.metrics_read[future.result()] += 1
         self._discovery.expire()
         ok_discovery = report.discovery_ok is not False
         snapshot = self._store.snapshot()
@@ -150,21 +181,38 @@ class Poller:
         self._metrics.collections.inc()
         self._metrics.last_collection.set(self._clock())
         self.ready.set()
+        signals_read = ""
+        if report.events_read or report.metrics_read:
+            signals_read = (
+                f"; events of {sum(report.events_read.values())} jobs"
+                f" ({report.events_read['failed']} failed),"
+                f" metrics of {sum(report.metrics_read.values())} tasks"
+                f" ({report.metrics_read['failed']} failed)"
+            )
         summary = (len(snapshot.jobs), len(snapshot.tasks), report.failed > 0, not ok_discovery)
         notable = summary != self._last_summary or bool(report.outcomes.keys() & _NOTABLE)
         self._last_summary = summary
         self._cycles += 1
         log.log(
             logging.INFO if notable or self._cycles % SUMMARY_EVERY_CYCLES == 1 else logging.DEBUG,
-            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %.2f s",
+            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed%s, %.2f s",
             len(snapshot.jobs),
             report.polled,
             ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "none",
             report.new_bytes,
             report.failed,
+            signals_read,
             report.seconds,
         )
         return report
+
+    def _safe_signal(self, read: Callable[..., str], *args: object) -> str:
+        """A signal read; a bug met by one job or task is logged and stops nothing else."""
+        try:
+            return read(*args)
+        except Exception:
+            log.exception("reading platform signals failed (%s)", read.__name__)
+            return "failed"
 
     def _due(self, now: float) -> list[tuple[JobState, str]]:
         due = []
@@ -204,7 +252,7 @@ class Poller:
             self._store.remove_job(job.id)
             return "failed", 0
         except AuthenticationError as exc:
-            if _credential_rejected(exc):
+            if credential_rejected(exc):
                 self._pause_for_credentials(exc)
             return self._failed(job, task, exc), 0
         except ModelArtsError as exc:
@@ -379,15 +427,3 @@ class SchedulerLog:
 
     def critical(self, msg: str, *args: object, **kwargs: Any) -> None:
         self.log(logging.CRITICAL, msg, *args, **kwargs)
-
-
-_CREDENTIAL_CODES = frozenset(
-    {"ModelArts.0206", "ModelArts.0210", "ModelArts.2784", "APIGW.0301", "APIGW.0303"}
-)
-"""403 codes that reject the credential itself (bad AK/SK, wrong project, bad token, a
-clock off by more than 15 minutes), not the access to one job."""
-
-
-def _credential_rejected(exc: AuthenticationError) -> bool:
-    """Whether a 401/403 rejects the credential for every call (not one job's access)."""
-    return exc.status == 401 or exc.error_code in _CREDENTIAL_CODES

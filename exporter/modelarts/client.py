@@ -1,4 +1,5 @@
-"""HTTP client for the ModelArts v2 training-job API: list, details and log preview.
+"""HTTP client for the ModelArts v2 training-job API: list, details, log preview, events
+and task metrics.
 
 One pooled ``requests.Session``; every attempt is throttled, authenticated (signed or
 token), timed out, reported to an observer, and retried when that is safe: 429 after
@@ -28,7 +29,8 @@ from urllib3.exceptions import ReadTimeoutError
 
 from .. import __version__
 from . import errors
-from .types import LogPreview, TrainingJob
+from .platform import parse_events_page, parse_running_records, parse_task_metrics
+from .types import EventPage, LogPreview, TrainingJob
 
 if TYPE_CHECKING:
     from .auth import Auth
@@ -40,6 +42,7 @@ DEFAULT_USER_AGENT = f"modelarts-exporter/{__version__}"
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_PAGES = 10_000
 MAX_PAGE_SIZE = 50
+MAX_EVENTS_PAGE_SIZE = 100
 MAX_LOG_SIZE = 2**40
 POOL_MAXSIZE = 32
 SNIPPET_CHARS = 200
@@ -106,7 +109,7 @@ class _InvalidJob(ValueError):
 
 
 class ModelArtsClient:
-    """The three ModelArts calls the exporter needs, with retries and typed errors.
+    """The ModelArts calls the exporter needs, with retries and typed errors.
 
     ``auth`` is a :class:`modelarts_exporter.modelarts.auth.Auth`. ``sleep`` and ``rng`` drive the
     retry delays and are injectable for tests; ``throttle`` (shared by all threads using
@@ -236,6 +239,29 @@ class ModelArtsClient:
         if data is NO_RESULT:
             return None
         return _preview(data)
+
+    def list_events(
+        self, job_id: str, *, page: int = 0, limit: int = MAX_EVENTS_PAGE_SIZE
+    ) -> EventPage:
+        """One page of a job's events, newest first (``order=desc``); ``page`` is the page
+        index the API calls ``offset``, ``limit`` 1..100. Events without a usable time or
+        of another shape are left out (logged at debug)."""
+        limit = min(max(int(limit), 1), MAX_EVENTS_PAGE_SIZE)
+        path = (
+            f"/training-jobs/{_segment(job_id)}/events"
+            f"?offset={max(int(page), 0)}&limit={limit}&order=desc"
+        )
+        data = self._call("list_events", "GET", path)
+        result, unusable = parse_events_page(data, self._auth.secrets())
+        if unusable:
+            logger.debug("list_events: job %s: %d unusable events skipped", job_id, unusable)
+        return result
+
+    def task_metrics(self, job_id: str, task_id: str) -> dict[str, float]:
+        """The latest per-minute averages of a task's metrics (``cpuUsage`` ...
+        ``npuMemUsage``) as ratios 0..1; metrics without a recent sample are left out."""
+        path = f"/training-jobs/{_segment(job_id)}/metrics/{_segment(task_id)}"
+        return parse_task_metrics(self._call("task_metrics", "GET", path))
 
     # -- one call, several attempts ---------------------------------------------------------
 
@@ -622,6 +648,7 @@ def parse_job(item: object) -> TrainingJob:
                 (_optional_str(engine, "engine_name"), _optional_str(engine, "engine_version"))
             ).strip(),
             flavor=_optional_str(resource, "flavor_id"),
+            running_records=parse_running_records(status),
         )
     except _InvalidJob as exc:
         raise _InvalidJob(f"job {job_id}: {exc}") from None

@@ -231,7 +231,7 @@ def test_unknown_keys_named_with_their_dotted_path(write: WriteConfig) -> None:
 
     assert problems == [
         f"{path}: colect: unknown key (valid keys: modelarts, collect, discovery, lifecycle, "
-        "state, rules, web, shard)",
+        "platform, state, rules, web, shard)",
         f"{path}: collect.interval: unknown key (valid keys: interval_seconds, concurrency, "
         "max_line_bytes, discovery_interval_seconds, failure_backoff_max_seconds)",
         f"{path}: modelarts.auth.tokn: unknown key (valid keys: token, token_file, access_key, "
