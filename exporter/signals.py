@@ -181,9 +181,9 @@ class SignalReader:
         due = []
         jobs = self._store.jobs()
         with self._lock:
-            for job_id in list(self._terminal_seen):
-                if job_id not in jobs:
-                    del self._terminal_seen[job_id]
+            for known in (self._terminal_seen, self._next_events, self._event_failures):
+                for job_id in [job_id for job_id in known if job_id not in jobs]:
+                    del known[job_id]
             for job in jobs.values():
                 if self._next_events.get(job.id, 0.0) > now:
                     continue

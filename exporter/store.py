@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -399,8 +399,14 @@ class Store:
             self._usage.pop((job_id, task_id), None)
 
     def put_job(self, job: JobState) -> None:
+        """Save and publish a job. A change of its running duration alone (every discovery
+        of a running job) is published without a write: it is re-read at the next one."""
         with self._lock:
-            if self._jobs.get(job.id) == job:
+            old = self._jobs.get(job.id)
+            if old == job:
+                return
+            if old is not None and replace(old, duration=job.duration) == job:
+                self._jobs[job.id] = job
                 return
         self._write("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (job.id, encode_job(job)))
         with self._lock:

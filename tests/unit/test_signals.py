@@ -4,6 +4,7 @@ discovery's cadence, task metrics once a minute for running tasks, 403 turns an 
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from fakes import FakeClock, FakeModelArts
 from prometheus_client import CollectorRegistry
 
 from modelarts_exporter.discovery import Discovery, DiscoverySettings
+from modelarts_exporter.events import JobEvents
 from modelarts_exporter.families import build_families
 from modelarts_exporter.modelarts.errors import AuthenticationError, ServerError
 from modelarts_exporter.modelarts.types import JobEvent, RunningRecord, TrainingJob
@@ -25,7 +27,7 @@ from modelarts_exporter.signals import (
     SignalSettings,
     recovery_labels,
 )
-from modelarts_exporter.store import Store
+from modelarts_exporter.store import JobState, Store
 
 FORBIDDEN = AuthenticationError("list_events", "denied", status=403, error_code="ModelArts.0203")
 
@@ -398,3 +400,42 @@ def test_a_403_turns_task_metrics_off(world: World) -> None:
         )
         == 1
     )
+
+
+# --- the state file ---------------------------------------------------------------------------
+
+
+def test_platform_state_survives_a_restart_and_old_files_load(tmp_path: Path) -> None:
+    saves: list[bool] = []
+    path = tmp_path / "state.db"
+    store = Store(path, on_save=saves.append)
+    store.open()
+    running = JobState(
+        "a",
+        "n",
+        "Running",
+        ("worker-0",),
+        start_time=10.0,
+        duration=5.0,
+        restarts=2,
+        last_recovery=("exit with 137", "pod_reschedule", "worker-1"),
+    )
+    store.put_job(running)
+    store.put_job(replace(running, duration=35.0))  # a running job's duration: no write
+    assert saves == [True]
+    assert store.jobs()["a"].duration == 35.0
+    store.put_events(JobEvents("a", counts={"Error": 2.0}))
+    store.close()
+    again = Store(path)
+    again.open()
+    assert again.jobs()["a"] == running
+    assert again.events("a").counts == {"Error": 2.0}
+    again.close()
+    # A state file written before the events table existed loads as it is.
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE events")
+    old = Store(path)
+    old.open()
+    assert old.jobs()["a"] == running
+    assert old.events("a") == JobEvents("a")
+    old.close()
