@@ -109,7 +109,7 @@ class Poller:
         self._pool = self._new_pool()
         self._scheduler: BackgroundScheduler | None = None
         self._cycles = 0
-        self._last_summary: tuple[int, int, bool, bool] | None = None
+        self._last_summary: tuple[int, int, bool, bool, bool] | None = None
         self._cycle_started: float | None = None
         """time.monotonic() when the cycle in flight started; None between cycles."""
         self._overrun_warned = False
@@ -189,20 +189,27 @@ class Poller:
                 f" metrics of {sum(report.metrics_read.values())} tasks"
                 f" ({report.metrics_read['failed']} failed)"
             )
-        summary = (len(snapshot.jobs), len(snapshot.tasks), report.failed > 0, not ok_discovery)
+        signals_failed = bool(report.events_read["failed"] or report.metrics_read["failed"])
+        summary = (
+            len(snapshot.jobs),
+            len(snapshot.tasks),
+            report.failed > 0,
+            not ok_discovery,
+            signals_failed,
+        )
         notable = summary != self._last_summary or bool(report.outcomes.keys() & _NOTABLE)
         self._last_summary = summary
         self._cycles += 1
         log.log(
             logging.INFO if notable or self._cycles % SUMMARY_EVERY_CYCLES == 1 else logging.DEBUG,
-            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed%s, %.2f s",
+            "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed, %.2f s%s",
             len(snapshot.jobs),
             report.polled,
             ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "none",
             report.new_bytes,
             report.failed,
-            signals_read,
             report.seconds,
+            signals_read,
         )
         return report
 
