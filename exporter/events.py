@@ -18,8 +18,10 @@ horizon moving up with them). The cursor is saved with the counts in one write, 
 exporter restart neither loses nor repeats an event.
 
 Two events with the same time, level, source and message are one event (the API gives
-events no id). Events older than the horizon when they first appear, and beyond MAX_PAGES
-pages of new events in one read, are not counted (logged by the caller).
+events no id). Events older than the horizon when they first appear, events stamped more
+than FUTURE_SECONDS ahead of the exporter's clock, and beyond MAX_PAGES pages of new events
+in one read, are not counted (logged by the caller). The horizon never passes the
+exporter's clock minus OVERLAP_SECONDS either.
 
 ``apply_read`` then adds the new events to the job's :class:`JobEvents`: counts by level,
 the latest Error events (bounded) for the diagnosis page, and the exit codes platform
@@ -40,6 +42,9 @@ from dataclasses import dataclass, field, replace
 from .modelarts.types import EventPage, JobEvent
 
 OVERLAP_SECONDS = 300.0
+FUTURE_SECONDS = 3600.0
+"""Events stamped further ahead of the exporter's clock than this are not taken: a bogus
+time must not move the horizon past every real event to come."""
 MAX_SEEN = 2000
 MAX_PAGES = 20
 PAGE_SIZE = 100
@@ -65,13 +70,15 @@ class EventCursor:
 
 @dataclass(frozen=True, slots=True)
 class EventRead:
-    """One read: the new events (oldest first), the cursor after them, pages fetched, and
-    whether MAX_PAGES stopped the read before it reached the horizon."""
+    """One read: the new events (oldest first), the cursor after them, pages fetched,
+    whether MAX_PAGES stopped the read before it reached the horizon, and how many events
+    were left out for a time too far in the future."""
 
     new: tuple[JobEvent, ...]
     cursor: EventCursor
     pages: int
     truncated: bool = False
+    future: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +118,19 @@ def read_new(
     fetch: Callable[[int], EventPage],
     cursor: EventCursor,
     *,
+    now: float | None = None,
     page_size: int = PAGE_SIZE,
     max_pages: int = MAX_PAGES,
 ) -> EventRead:
-    """Page through ``fetch(page_index)`` (newest first) and return what is new.
+    """Page through ``fetch(page_index)`` (newest first) and return what is new; ``now``
+    is the exporter's clock (None: trust every event's time).
 
     Exceptions of ``fetch`` propagate: a read is all or nothing, so a failed page leaves
     the cursor as it was and the next read repeats the whole read.
     """
     found: dict[SeenKey, JobEvent] = {}
     pages = 0
+    future: set[SeenKey] = set()
     truncated = True
     for index in range(max_pages):
         page = fetch(index)
@@ -129,6 +139,9 @@ def read_new(
         for event in page.events:
             if cursor.horizon is not None and event.time < cursor.horizon:
                 below_horizon = True
+                continue
+            if now is not None and event.time > now + FUTURE_SECONDS:
+                future.add((event.time, digest(event)))
                 continue
             key = (event.time, digest(event))
             if key not in cursor.seen:
@@ -142,15 +155,19 @@ def read_new(
             truncated = False
             break
     new = tuple(sorted(found.values(), key=lambda e: e.time))
-    return EventRead(new, advance(cursor, found.keys()), pages, truncated)
+    return EventRead(new, advance(cursor, found.keys(), now=now), pages, truncated, len(future))
 
 
-def advance(cursor: EventCursor, counted: Iterable[SeenKey]) -> EventCursor:
+def advance(
+    cursor: EventCursor, counted: Iterable[SeenKey], *, now: float | None = None
+) -> EventCursor:
     """The cursor after ``counted`` more events (see the module docstring)."""
     seen = set(cursor.seen) | set(counted)
     if not seen:
         return cursor
     newest = max(time for time, _ in seen)
+    if now is not None:
+        newest = min(newest, now)
     horizon = newest - OVERLAP_SECONDS
     if cursor.horizon is not None:
         horizon = max(horizon, cursor.horizon)

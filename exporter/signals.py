@@ -225,13 +225,25 @@ class SignalReader:
             return "skipped"
         state = self._store.events(job.id)
         try:
-            read = read_new(lambda page: self._source.list_events(job.id, page=page), state.cursor)
+            read = read_new(
+                lambda page: self._source.list_events(job.id, page=page),
+                state.cursor,
+                now=self._clock(),
+            )
         except JobNotFoundError:
             return "failed"  # discovery drops it
         except ModelArtsError as exc:
             self._failed(API_EVENTS, job.id, None, exc)
             return "failed"
         now = self._clock()
+        if read.future:
+            log.warning(
+                "events of job %s (%s): %d events stamped over an hour ahead of this "
+                "exporter's clock were left out",
+                job.name,
+                job.id,
+                read.future,
+            )
         if read.truncated:
             log.warning(
                 "events of job %s (%s): more new events than %d pages; older ones not counted",

@@ -23,6 +23,8 @@ from huaweicloudsdkmodelarts.v1.model.show_training_job_metrics_request import (
     ShowTrainingJobMetricsRequest,
 )
 from huaweicloudsdkmodelarts.v1.modelarts_client import ModelArtsClient as SdkClient
+from hypothesis import given
+from hypothesis import strategies as st
 from test_client import DOC_ITEM, JOB, JOBS, PROJECT, Harness, Observer, SpyThrottle, error_reply
 
 from modelarts_exporter.modelarts import errors
@@ -36,7 +38,8 @@ from modelarts_exporter.modelarts.platform import (
     parse_task_metrics,
     redact,
 )
-from modelarts_exporter.modelarts.types import JobEvent, RunningRecord
+from modelarts_exporter.modelarts.types import EVENT_LEVELS, JobEvent, RunningRecord
+from modelarts_exporter.signals import recovery_labels
 
 
 @pytest.fixture
@@ -399,3 +402,79 @@ def test_task_metrics_retry_on_server_errors(harness: Harness) -> None:
     harness.server.script(Reply(502), json_reply(DOC_METRICS))
     assert harness.client().task_metrics(JOB, "worker-0")["cpuUsage"] == 0.16833
     assert harness.observer.summary() == [("task_metrics", "ServerError"), ("task_metrics", None)]
+
+
+# --- hostile input -------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.sampled_from(
+        ["worker-1", "proc_restart", "exit with 9", "\ud800", "2022-11-26T16:03:41Z"]
+    ),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "start_at",
+                    "end_at",
+                    "end_reason",
+                    "end_recover",
+                    "end_related_task",
+                    "time",
+                    "level",
+                    "message",
+                    "source",
+                    "metric",
+                    "value",
+                    "events",
+                    "metrics",
+                    "total",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@given(JSON)
+def test_hostile_answers_never_break_parsing_and_labels_stay_bounded(value: Any) -> None:
+    records = parse_running_records({"running_records": value})
+    labels = recovery_labels(records, ("worker-0",))
+    if labels is not None:
+        reason, recover, task = labels
+        assert len(reason) <= 64
+        assert set(reason) <= set("abcdefghijklmnopqrstuvwxyz0123456789 _.:-")
+        assert recover in {
+            "npu_proc_restart",
+            "gpu_proc_restart",
+            "proc_restart",
+            "pod_reschedule",
+            "job_reschedule",
+            "job_reschedule_with_taint",
+            "npu_step_retry",
+            "other",
+        }
+        assert len(task) <= 64
+        assert task.encode("utf-8")
+    for parse in (parse_events_page, parse_task_metrics):
+        try:
+            result = parse(value)
+        except errors.BadResponseError:
+            continue
+        if isinstance(result, dict):
+            assert all(0 <= ratio <= 1 for ratio in result.values())
+        else:
+            page, _ = result
+            for event in page.events:
+                assert event.level in EVENT_LEVELS
+                assert len(event.message) <= 512
+                event.message.encode("utf-8")  # no lone surrogates
+                event.source.encode("utf-8")

@@ -125,6 +125,25 @@ def test_a_late_event_within_the_overlap_still_counts() -> None:
     assert state.counts["Info"] == 2
 
 
+def test_an_event_from_the_far_future_does_not_hide_the_real_ones() -> None:
+    api = FakeEvents()
+    api.add(T0, "real")
+    api.add(T0 + 30 * 86400, "stamped a month ahead")
+    api.add(T0 + 600, "ten minutes ahead: within the clock skew allowed")
+    state = JobEvents("job")
+    result = read_new(api.fetch, state.cursor, now=T0)
+    assert [e.message for e in result.new] == [
+        "real",
+        "ten minutes ahead: within the clock skew allowed",
+    ]
+    assert result.future == 1
+    assert result.cursor.horizon == T0 - ev.OVERLAP_SECONDS  # never past the clock
+    state = apply_read(state, result, now=T0)
+    api.add(T0 + 1, "the next real one")
+    later = read_new(api.fetch, state.cursor, now=T0 + 2)
+    assert [e.message for e in later.new] == ["the next real one"]
+
+
 def test_identical_events_are_one_event() -> None:
     api = FakeEvents()
     api.add(T0, "same")
