@@ -35,6 +35,7 @@ from .rules import Rule, RuleError, RuleSet, load_rules
 from .scheduler import CollectSettings, Poller
 from .selfmetrics import SelfMetrics
 from .server import HTTPServer, make_app
+from .signals import SignalReader, SignalSettings
 from .store import StateError, Store
 from .webconfig import WebConfig, load_web_config
 
@@ -107,6 +108,13 @@ class Exporter:
             clock=clock,
             on_failure=self.metrics.discovery_failures.inc,
         )
+        self.signals = SignalReader(
+            self.client,
+            self.store,
+            _signal_settings(config),
+            clock=clock,
+            on_forbidden=self.metrics.forbidden,
+        )
         self.poller = Poller(
             self.client,
             self.discovery,
@@ -114,6 +122,7 @@ class Exporter:
             self.rules,
             self.metrics,
             _collect_settings(config),
+            signals=self.signals,
             clock=clock,
         )
         self.collector = StoreCollector(self.store.snapshot, rules)
@@ -248,6 +257,7 @@ class Exporter:
         self.collector.set_rules(ready.rules)
         self.discovery.reconfigure(_discovery_settings(config))
         self.poller.reconfigure(rules, _collect_settings(config))
+        self.signals.reconfigure(_signal_settings(config))
         self._tls = tls
         self.web = web
         before = len(self.rules.rules)
@@ -307,6 +317,17 @@ def _collect_settings(config: Config) -> CollectSettings:
             max_series_per_rule=config.rules.max_series_per_rule,
         ),
         cycle_wait_seconds=collect.interval_seconds,
+    )
+
+
+def _signal_settings(config: Config) -> SignalSettings:
+    platform = config.platform
+    return SignalSettings(
+        events=platform.events,
+        task_metrics=platform.task_metrics,
+        task_metrics_interval_seconds=platform.task_metrics_interval_seconds,
+        interval_seconds=config.collect.interval_seconds,
+        failure_backoff_max_seconds=config.collect.failure_backoff_max_seconds,
     )
 
 

@@ -29,6 +29,7 @@ from typing import Protocol
 
 from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError, StoppedError
 from .modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
+from .signals import job_timing, recovery_labels
 from .store import JobState, Store
 
 log = logging.getLogger("exporter.discovery")
@@ -196,6 +197,10 @@ class Discovery:
             log.info(
                 "watching job %s (%s), %s, tasks %s", job.name, job.id, job.phase, list(job.tasks)
             )
+        start_time, duration = job_timing(job)
+        restarts = max(job.restarts, old.restarts if old else 0)
+        if old is not None and restarts > old.restarts:
+            log.info("job %s (%s) restarted: %d runs after the first", job.name, job.id, restarts)
         state = JobState(
             id=job.id,
             name=job.name,
@@ -206,6 +211,11 @@ class Discovery:
             flavor=job.flavor,
             create_time=job.create_time_ms / 1000 if job.create_time_ms else None,
             ended_at=ended_at,
+            start_time=start_time,
+            duration=duration,
+            restarts=restarts,
+            last_recovery=recovery_labels(job.running_records, job.tasks)
+            or (old.last_recovery if old else None),
         )
         self._store.put_job(state)
         known[job.id] = state

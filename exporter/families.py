@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from .modelarts.types import PHASES
+from .modelarts.types import EVENT_LEVELS, PHASES
 from .rules.model import Rule
 from .store import LOSS_VALUES, LOSS_VALUES_COUNT, LOSS_VALUES_SUM, Snapshot, TaskState
 
@@ -95,6 +95,17 @@ _TASK_METRICS = (
 )
 
 
+UTILIZATION_METRICS = (
+    ("cpuUsage", "modelarts_task_cpu_utilization_ratio", "CPU"),
+    ("memUsage", "modelarts_task_memory_utilization_ratio", "memory"),
+    ("gpuUtil", "modelarts_task_gpu_utilization_ratio", "GPU"),
+    ("gpuMemUsage", "modelarts_task_gpu_memory_utilization_ratio", "GPU memory"),
+    ("npuUtil", "modelarts_task_npu_utilization_ratio", "NPU"),
+    ("npuMemUsage", "modelarts_task_npu_memory_utilization_ratio", "NPU memory"),
+)
+"""(task metrics API name, metric, what) of the utilisation gauges."""
+
+
 def build_families(
     snapshot: Snapshot,
     rules: Sequence[Rule],
@@ -141,6 +152,9 @@ def build_families(
         key = (job_id, task_id)
         for metric in _TASK_METRICS:
             value = getattr(task, metric.attr)
+            if value is None and metric.attr == "exit_code" and job_id in snapshot.events:
+                # The log printed none: take the one a platform event reported.
+                value = snapshot.events[job_id].exit_code(task_id)
             if value is not None:
                 families[metric.name].samples.append((key, float(value)))
         if task.up is not None:
@@ -176,9 +190,93 @@ def build_families(
         info.samples.append(((job_id, job.name, job.phase, job.engine, job.flavor), 1.0))
         for name in PHASES:
             phase.samples.append(((job_id, name), 1.0 if job.phase == name else 0.0))
-    ordered = [*families.values(), up, errors, warnings, loss_values, info, phase]
-    ordered += custom.values()
+    ordered = [
+        *families.values(),
+        up,
+        errors,
+        warnings,
+        loss_values,
+        *_usage_families(snapshot),
+        info,
+        phase,
+        *_platform_job_families(snapshot),
+        *custom.values(),
+    ]
     return [f for f in ordered if f.samples or f.name in _ALWAYS]
+
+
+def _usage_families(snapshot: Snapshot) -> list[Family]:
+    families = []
+    for source, name, what in UTILIZATION_METRICS:
+        family = Family(
+            name,
+            "gauge",
+            f"{what} utilisation of the task, 0..1: the latest per-minute average of the "
+            f"task metrics API ({source}).",
+            TASK_LABELS,
+        )
+        for (job_id, task_id), usage in sorted(snapshot.usage.items()):
+            if job_id in snapshot.jobs and source in usage.ratios:
+                family.samples.append(((job_id, task_id), usage.ratios[source]))
+        families.append(family)
+    return families
+
+
+def _platform_job_families(snapshot: Snapshot) -> list[Family]:
+    restarts = Family(
+        "modelarts_training_job_restarts",
+        "counter",
+        "Runs of the job after the first in status.running_records (fault-tolerance restarts "
+        "and reschedules).",
+        ("training_job_id",),
+    )
+    recovery = Family(
+        "modelarts_training_job_last_recovery_info",
+        "gauge",
+        "Always 1: why the job's last run that ModelArts recovered ended (running_records: "
+        "end_reason, end_recover, end_related_task; bounded values).",
+        ("training_job_id", "end_reason", "end_recover", "end_related_task"),
+    )
+    created = Family(
+        "modelarts_training_job_created_timestamp_seconds",
+        "gauge",
+        "Unix time the job was created (metadata.create_time).",
+        ("training_job_id",),
+    )
+    started = Family(
+        "modelarts_training_job_start_timestamp_seconds",
+        "gauge",
+        "Unix time the job started running (status.start_time).",
+        ("training_job_id",),
+    )
+    duration = Family(
+        "modelarts_training_job_duration_seconds",
+        "gauge",
+        "How long the job has run, or ran (status.duration).",
+        ("training_job_id",),
+    )
+    events = Family(
+        "modelarts_training_job_events",
+        "counter",
+        "Events of the job's events API by level, each counted once.",
+        ("training_job_id", "level"),
+    )
+    for job_id, job in sorted(snapshot.jobs.items()):
+        key = (job_id,)
+        restarts.samples.append((key, float(job.restarts)))
+        if job.last_recovery is not None:
+            recovery.samples.append(((job_id, *job.last_recovery), 1.0))
+        if job.create_time is not None:
+            created.samples.append((key, job.create_time))
+        if job.start_time is not None:
+            started.samples.append((key, job.start_time))
+        if job.duration is not None:
+            duration.samples.append((key, job.duration))
+        if job_id in snapshot.events:
+            counts = snapshot.events[job_id].counts
+            for level in EVENT_LEVELS:
+                events.samples.append(((job_id, level), counts.get(level, 0.0)))
+    return [restarts, recovery, created, started, duration, events]
 
 
 _ALWAYS = frozenset({"modelarts_task_up", "modelarts_training_job_info"})

@@ -1,7 +1,9 @@
 """The collection cycle, run by APScheduler every ``collect.interval_seconds``.
 
 A cycle refreshes discovery (when due), previews every due task with bounded
-concurrency, and drops jobs whose grace period is over. One task's failure never stops
+concurrency, reads the platform signals that are due (each job's events when discovery
+ran, running tasks' metrics once a minute; see ``signals.py``) in the same pool, and
+drops jobs whose grace period is over. One task's failure never stops
 another: it marks that task down and backs it off (doubling up to
 ``collect.failure_backoff_max_seconds``; at least as long as a 429's ``Retry-After``).
 Credentials ModelArts rejects (a 401, a 403 that is not about one job, any 401/403 to
@@ -42,11 +44,13 @@ from .modelarts.errors import (
     ModelArtsError,
     StoppedError,
     ThrottledError,
+    credential_rejected,
 )
 from .modelarts.types import TERMINAL_PHASES, LogPreview
 from .pipeline import Limits, apply_preview, failed_poll, no_log_yet
 from .rules.engine import RuleSet
 from .selfmetrics import SelfMetrics
+from .signals import SignalReader
 from .store import JobState, Store, TaskState
 
 log = logging.getLogger("exporter.scheduler")
@@ -84,6 +88,8 @@ class CycleReport:
     """Discovery calls (list, details) that failed."""
     discovery_ok: bool | None = None
     """None: discovery was not due, or paused for rejected credentials."""
+    events_read: Counter[str] = field(default_factory=Counter)
+    metrics_read: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
 
 
@@ -99,9 +105,11 @@ class Poller:
         metrics: SelfMetrics,
         settings: CollectSettings,
         *,
+        signals: SignalReader | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
+        self._signals = signals
         self._discovery = discovery
         self._store = store
         self._rules = rules
@@ -120,7 +128,7 @@ class Poller:
         self._in_flight: dict[tuple[str, str], Future[tuple[str, int]]] = {}
         self._scheduler: BackgroundScheduler | None = None
         self._cycles = 0
-        self._last_summary: tuple[int, int, bool, bool] | None = None
+        self._last_summary: tuple[int, int, bool, bool, bool] | None = None
         self._cycle_started: float | None = None
         """time.monotonic() when the cycle in flight started; None between cycles."""
         self._overrun_warned = False
@@ -154,6 +162,7 @@ class Poller:
             pool.shutdown(wait=False)
         now = self._clock()
         report = CycleReport()
+        discovered = False
         if now >= self._next_discovery and now >= self._paused_until["listing"]:
             report.discovery_ok = self._discovery.refresh()
             report.failed_listings = len(self._discovery.errors)
@@ -172,7 +181,20 @@ class Poller:
             self._next_discovery = max(
                 now + self._settings.discovery_interval_seconds, self._paused_until["listing"]
             )
+            discovered = True
         futures = [self._submit(job, task_id) for job, task_id in self._due(now)]
+        event_reads, metric_reads = [], []
+        signals = self._signals
+        if signals is not None and self._clock() >= self._paused_until["preview"]:
+            if discovered:
+                event_reads = [
+                    self._pool.submit(self._safe_signal, signals.read_events, job)
+                    for job in signals.events_due(now)
+                ]
+            metric_reads = [
+                self._pool.submit(self._safe_signal, signals.read_metrics, job, task)
+                for job, task in signals.metrics_due(now)
+            ]
         done, _ = wait(futures, timeout=self._settings.cycle_wait_seconds)
         for future in done:
             outcome, new_bytes = future.result()
@@ -182,6 +204,15 @@ class Poller:
             report.failed += outcome == "failed"
         with self._flight_lock:
             report.in_flight = len(self._in_flight)
+        signals_done, _ = wait(
+            [*event_reads, *metric_reads], timeout=self._settings.cycle_wait_seconds
+        )
+        for read in event_reads:
+            if read in signals_done:
+                report.events_read[read.result()] += 1
+        for read in metric_reads:
+            if read in signals_done:
+                report.metrics_read[read.result()] += 1
         self._discovery.expire()
         ok_discovery = report.discovery_ok is not False
         snapshot = self._store.snapshot()
@@ -192,14 +223,29 @@ class Poller:
         self._metrics.collections.inc()
         self._metrics.last_collection.set(self._clock())
         self.ready.set()
-        summary = (len(snapshot.jobs), len(snapshot.tasks), report.failed > 0, not ok_discovery)
+        signals_read = ""
+        if report.events_read or report.metrics_read:
+            signals_read = (
+                f"; events of {sum(report.events_read.values())} jobs"
+                f" ({report.events_read['failed']} failed),"
+                f" metrics of {sum(report.metrics_read.values())} tasks"
+                f" ({report.metrics_read['failed']} failed)"
+            )
+        signals_failed = bool(report.events_read["failed"] or report.metrics_read["failed"])
+        summary = (
+            len(snapshot.jobs),
+            len(snapshot.tasks),
+            report.failed > 0,
+            not ok_discovery,
+            signals_failed,
+        )
         notable = summary != self._last_summary or bool(report.outcomes.keys() & _NOTABLE)
         self._last_summary = summary
         self._cycles += 1
         log.log(
             logging.INFO if notable or self._cycles % SUMMARY_EVERY_CYCLES == 1 else logging.DEBUG,
             "cycle: %d jobs, %d tasks polled (%s), %d new bytes, %d failed (%d listings, "
-            "%d previews), %s%s%.2f s",
+            "%d previews), %s%s%.2f s%s",
             len(snapshot.jobs),
             report.polled,
             ", ".join(f"{k} {v}" for k, v in sorted(report.outcomes.items())) or "none",
@@ -210,6 +256,7 @@ class Poller:
             f"{report.in_flight} still in flight, " if report.in_flight else "",
             self._paused_note(),
             report.seconds,
+            signals_read,
         )
         return report
 
@@ -231,6 +278,14 @@ class Poller:
         with self._flight_lock:
             if self._in_flight.get(key) is future:
                 del self._in_flight[key]
+
+    def _safe_signal(self, read: Callable[..., str], *args: object) -> str:
+        """A signal read; a bug met by one job or task is logged and stops nothing else."""
+        try:
+            return read(*args)
+        except Exception:
+            log.exception("reading platform signals failed (%s)", read.__name__)
+            return "failed"
 
     def _due(self, now: float) -> list[tuple[JobState, str]]:
         due = []
@@ -276,7 +331,7 @@ class Poller:
             self._store.remove_job(job.id)
             return "failed", 0
         except AuthenticationError as exc:
-            if _credential_rejected(exc):
+            if credential_rejected(exc):
                 self._pause_for_credentials(exc, "preview")
             return self._failed(job, task, exc), 0
         except ModelArtsError as exc:
@@ -476,19 +531,7 @@ class SchedulerLog:
         self.log(logging.CRITICAL, msg, *args, **kwargs)
 
 
-_CREDENTIAL_CODES = frozenset(
-    {"ModelArts.0206", "ModelArts.0210", "ModelArts.2784", "APIGW.0301", "APIGW.0303"}
-)
-"""403 codes that reject the credential itself (bad AK/SK, wrong project, bad token, a
-clock off by more than 15 minutes), not the access to one job."""
-
-
-def _credential_rejected(exc: AuthenticationError) -> bool:
-    """Whether a 401/403 rejects the credential for every call (not one job's access)."""
-    return exc.status == 401 or exc.error_code in _CREDENTIAL_CODES
-
-
 def _rejects_credentials(exc: AuthenticationError) -> bool:
     """Whether a failed discovery call says the credentials do not work: any 401/403 to
     the job list (no job in particular), else as for previews."""
-    return exc.endpoint == "list_jobs" or _credential_rejected(exc)
+    return exc.endpoint == "list_jobs" or credential_rejected(exc)

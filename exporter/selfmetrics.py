@@ -5,11 +5,11 @@ Prometheus guidelines allow for an exporter's own operation; the metrics about t
 jobs are built fresh on every scrape by ``collector.py``.
 
 Each is documented by its HELP text below and in the README's metrics table: build
-info; API requests, failures (by error code or kind) and latency per endpoint; collection
-cycles (duration, count, last end); discovery failures; configuration reloads (Prometheus'
-names); watched jobs and tasks; previews by cursor outcome and cursor ambiguities; per
-rule: matches, unusable values, time, custom series dropped by the cardinality cap; rules
-loaded; state file writes and failures.
+info; API requests, failures (by error code or kind) and latency per endpoint, optional
+APIs turned off by a 403; collection cycles (duration, count, last end); discovery
+failures; configuration reloads (Prometheus' names); watched jobs and tasks; previews by
+cursor outcome and cursor ambiguities; per rule: matches, unusable values, time, custom
+series dropped by the cardinality cap; rules loaded; state file writes and failures.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from . import __version__
 from .modelarts.errors import ModelArtsError
 from .rules.engine import ScanResult
 
+ENDPOINTS = ("list_jobs", "get_job", "preview_log", "list_events", "task_metrics")
 POLL_OUTCOMES = ("first", "continued", "unchanged", "gap", "reset", "not_ready", "failed")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CYCLE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -68,9 +69,18 @@ class SelfMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
-        for endpoint in ("list_jobs", "get_job", "preview_log"):
+        for endpoint in ENDPOINTS:
             self.requests.labels(endpoint)
             self.request_duration.labels(endpoint)
+        self.api_forbidden = Gauge(
+            f"{prefix}_api_forbidden",
+            "1 when ModelArts answered 403 to an optional API (events, task metrics) and the "
+            "exporter stopped calling it.",
+            ["endpoint"],
+            registry=registry,
+        )
+        for endpoint in ("list_events", "task_metrics"):
+            self.api_forbidden.labels(endpoint).set(0)
         self.collection_duration = Histogram(
             f"{prefix}_collection_duration_seconds",
             "Duration of a collection cycle: discovery plus the previews of due tasks.",
@@ -186,6 +196,10 @@ class SelfMetrics:
         self.reload_successful.set(1 if ok else 0)
         if ok:
             self.reload_success_time.set(now)
+
+    def forbidden(self, endpoint: str, forbidden: bool = True) -> None:
+        """An optional API was found forbidden (403), or allowed again (a reload)."""
+        self.api_forbidden.labels(endpoint).set(1 if forbidden else 0)
 
     def saved(self, ok: bool) -> None:
         (self.state_saves if ok else self.state_save_failures).inc()

@@ -9,7 +9,9 @@ down across a restart).
 
 The state file (``state.path``) is SQLite in WAL mode, created with mode 0600. It holds
 cursors (with the last bytes before each cursor and the held-back unfinished line),
-counters and last values, and the jobs' names and phases; never credentials. A file
+counters and last values, the jobs' names, phases and restarts, and per job the events
+cursor with the event counts and latest Error events (redacted); never credentials.
+Task metrics (utilisation) stay in memory: they are re-read within a minute. A file
 that is corrupt, or written by an incompatible version, is moved aside with a warning
 and the exporter starts afresh.
 """
@@ -25,11 +27,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .cursor import CursorState
+from .events import JobEvents, decode_events, encode_events
+from .modelarts.types import JobEvent
 
 log = logging.getLogger("exporter.store")
 
@@ -95,6 +99,23 @@ class JobState:
     create_time: float | None = None
     ended_at: float | None = None
     """Unix time the job reached a terminal phase (from the API, else when we saw it)."""
+    start_time: float | None = None
+    """Unix time the job started running (``status.start_time``); None before."""
+    duration: float | None = None
+    """Seconds it has been running (``status.duration``)."""
+    restarts: int = 0
+    """Runs after the first in ``status.running_records``; never goes down."""
+    last_recovery: tuple[str, str, str] | None = None
+    """(end_reason, end_recover, end_related_task) of the last run that ended with a
+    fault-tolerance action, with bounded values (see ``platform.recovery_labels``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskUsage:
+    """The latest task metrics of a task: metric name (``gpuUtil``...) -> ratio 0..1."""
+
+    ratios: Mapping[str, float]
+    fetched_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +124,8 @@ class Snapshot:
 
     jobs: Mapping[str, JobState]
     tasks: Mapping[tuple[str, str], TaskState]
+    events: Mapping[str, JobEvents] = field(default_factory=dict)
+    usage: Mapping[tuple[str, str], TaskUsage] = field(default_factory=dict)
 
 
 # --- encoding --------------------------------------------------------------------------
@@ -177,6 +200,9 @@ def encode_job(job: JobState) -> str:
 def decode_job(text: str) -> JobState:
     data = json.loads(text)
     data["tasks"] = tuple(data["tasks"])
+    if data.get("last_recovery") is not None:
+        reason, recover, task = data["last_recovery"]
+        data["last_recovery"] = (str(reason), str(recover), str(task))
     known = {f.name for f in fields(JobState)}
     return JobState(**{k: v for k, v in data.items() if k in known})
 
@@ -207,6 +233,8 @@ class Store:
         self._lock = threading.Lock()
         self._jobs: dict[str, JobState] = {}
         self._tasks: dict[tuple[str, str], TaskState] = {}
+        self._events: dict[str, JobEvents] = {}
+        self._usage: dict[tuple[str, str], TaskUsage] = {}
         self._db: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
 
@@ -229,6 +257,7 @@ class Store:
             )
             self._jobs.clear()
             self._tasks.clear()
+            self._events.clear()
             self._open_db(self.path)
 
     def _lock_file(self, path: Path) -> None:
@@ -264,17 +293,23 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS tasks "
                 "(job_id TEXT, task_id TEXT, data TEXT, PRIMARY KEY (job_id, task_id))"
             )
+            # Added after schema version 1 without changing it: older files simply lack it.
+            db.execute("CREATE TABLE IF NOT EXISTS events (job_id TEXT PRIMARY KEY, data TEXT)")
             jobs = {job_id: decode_job(data) for job_id, data in db.execute("SELECT * FROM jobs")}
             tasks = {
                 (job_id, task_id): decode_task(data)
                 for job_id, task_id, data in db.execute("SELECT * FROM tasks")
+            }
+            events = {
+                job_id: decode_events(job_id, data)
+                for job_id, data in db.execute("SELECT * FROM events")
             }
         except BaseException:
             db.close()
             raise
         os.chmod(path, 0o600)
         self._db = db
-        self._jobs, self._tasks = jobs, tasks
+        self._jobs, self._tasks, self._events = jobs, tasks, events
         if jobs:
             log.info("state loaded from %s: %d jobs, %d tasks", self.path, len(jobs), len(tasks))
 
@@ -306,7 +341,9 @@ class Store:
 
     def snapshot(self) -> Snapshot:
         with self._lock:
-            return Snapshot(dict(self._jobs), dict(self._tasks))
+            return Snapshot(
+                dict(self._jobs), dict(self._tasks), dict(self._events), dict(self._usage)
+            )
 
     def jobs(self) -> dict[str, JobState]:
         with self._lock:
@@ -315,6 +352,20 @@ class Store:
     def task(self, job_id: str, task_id: str) -> TaskState:
         with self._lock:
             return self._tasks.get((job_id, task_id)) or TaskState(job_id, task_id)
+
+    def events(self, job_id: str) -> JobEvents:
+        """What was read of a job's events (empty before the first read)."""
+        with self._lock:
+            return self._events.get(job_id) or JobEvents(job_id)
+
+    def error_events(self, job_id: str) -> tuple[JobEvent, ...]:
+        """The job's latest Error events, oldest first (bounded, redacted): for pages
+        that show why a job failed."""
+        return self.events(job_id).errors
+
+    def usage(self, job_id: str, task_id: str) -> TaskUsage | None:
+        with self._lock:
+            return self._usage.get((job_id, task_id))
 
     # writes: disk first, then memory
 
@@ -331,9 +382,38 @@ class Store:
             if task.job_id in self._jobs:
                 self._tasks[(task.job_id, task.task_id)] = task
 
-    def put_job(self, job: JobState) -> None:
+    def put_events(self, events: JobEvents) -> None:
+        """Save a job's event counts and cursor together, then publish them (unless the
+        job was dropped meanwhile)."""
         with self._lock:
-            if self._jobs.get(job.id) == job:
+            if events.job_id not in self._jobs:
+                return
+        self._write(
+            "INSERT OR REPLACE INTO events VALUES (?, ?)", (events.job_id, encode_events(events))
+        )
+        with self._lock:
+            if events.job_id in self._jobs:
+                self._events[events.job_id] = events
+
+    def put_usage(self, job_id: str, task_id: str, usage: TaskUsage) -> None:
+        """Publish a task's latest metrics (memory only: they are re-read within a minute)."""
+        with self._lock:
+            if job_id in self._jobs:
+                self._usage[(job_id, task_id)] = usage
+
+    def drop_usage(self, job_id: str, task_id: str) -> None:
+        with self._lock:
+            self._usage.pop((job_id, task_id), None)
+
+    def put_job(self, job: JobState) -> None:
+        """Save and publish a job. A change of its running duration alone (every discovery
+        of a running job) is published without a write: it is re-read at the next one."""
+        with self._lock:
+            old = self._jobs.get(job.id)
+            if old == job:
+                return
+            if old is not None and replace(old, duration=job.duration) == job:
+                self._jobs[job.id] = job
                 return
         self._write("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (job.id, encode_job(job)))
         with self._lock:
@@ -343,12 +423,16 @@ class Store:
         """Forget a job: its series disappear, its state is deleted."""
         with self._lock:
             self._jobs.pop(job_id, None)
+            self._events.pop(job_id, None)
             for key in [k for k in self._tasks if k[0] == job_id]:
                 del self._tasks[key]
+            for key in [k for k in self._usage if k[0] == job_id]:
+                del self._usage[key]
         self._write_many(
             [
                 ("DELETE FROM jobs WHERE job_id=?", (job_id,)),
                 ("DELETE FROM tasks WHERE job_id=?", (job_id,)),
+                ("DELETE FROM events WHERE job_id=?", (job_id,)),
             ]
         )
 

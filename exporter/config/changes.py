@@ -1,7 +1,7 @@
 """What a reload changed, and which of it can change while the exporter runs.
 
 A reload applies the new rules and every setting of ``collect``, ``discovery``,
-``lifecycle``, ``rules`` and ``web.config_file`` at once. The settings in
+``lifecycle``, ``platform``, ``rules`` and ``web.config_file`` at once. The settings in
 ``RESTART_ONLY`` (where ModelArts is and how to log in, the state file, the listen
 address, the shard) keep their old values until a restart; the reload says so.
 """

@@ -42,6 +42,10 @@ Relative paths are resolved against the directory of the configuration file.
                                          # time) to look for jobs that ended recently
     lifecycle:
       grace_period_seconds: 3600    # >= 0: how long a finished job's series stay
+    platform:                       # signals beside the log; turn an API off for accounts
+      events: true                  #   without its permission (a 403 also turns it off)
+      task_metrics: true            # running tasks' CPU/memory/GPU/NPU utilisation
+      task_metrics_interval_seconds: 60  # >= 60: how often per task (per-minute averages)
     state:
       path: modelarts-exporter-state.db
     rules:
@@ -267,6 +271,14 @@ class LifecycleSettings(Section):
     grace_period_seconds: Annotated[Seconds, Field(ge=0)] = 3600.0
 
 
+class PlatformSettings(Section):
+    """``platform``: which platform APIs besides the log are read."""
+
+    events: bool = True
+    task_metrics: bool = True
+    task_metrics_interval_seconds: Annotated[Seconds, Field(ge=60)] = 60.0
+
+
 class StateSettings(Section):
     """``state``: where cursors and counters survive restarts."""
 
@@ -318,6 +330,7 @@ class Config(Section):
     collect: CollectSettings
     discovery: DiscoverySettings
     lifecycle: LifecycleSettings
+    platform: PlatformSettings
     state: StateSettings
     rules: RulesSettings
     web: WebSettings

@@ -1,4 +1,5 @@
-"""HTTP client for the ModelArts v2 training-job API: list, details and log preview.
+"""HTTP client for the ModelArts v2 training-job API: list, details, log preview, events
+and task metrics.
 
 One pooled ``requests.Session``; every attempt is throttled, authenticated (signed or
 token), timed out, reported to an observer, and retried when that is safe: 429 after
@@ -37,7 +38,8 @@ from urllib3.exceptions import ReadTimeoutError
 from .. import __version__
 from . import errors
 from .deadline import Cut, Watchdog, guarded_session
-from .types import LogPreview, TrainingJob
+from .platform import parse_events_page, parse_running_records, parse_task_metrics
+from .types import EventPage, LogPreview, TrainingJob
 
 if TYPE_CHECKING:
     from .auth import Auth
@@ -51,6 +53,7 @@ MAX_PAGES = 1_000
 LISTING_DEADLINES = 4
 """A listing of several pages must end within this many call deadlines."""
 MAX_PAGE_SIZE = 50
+MAX_EVENTS_PAGE_SIZE = 100
 MAX_LOG_SIZE = 2**40
 POOL_MAXSIZE = 32
 SNIPPET_CHARS = 200
@@ -132,7 +135,7 @@ def default_deadline(connect_timeout: float, read_timeout: float) -> float:
 
 
 class ModelArtsClient:
-    """The three ModelArts calls the exporter needs, with retries and typed errors.
+    """The ModelArts calls the exporter needs, with retries and typed errors.
 
     ``auth`` is a :class:`modelarts_exporter.modelarts.auth.Auth`. ``sleep`` and ``rng`` drive the
     retry delays and are injectable for tests (the default sleep ends early on
@@ -296,6 +299,30 @@ class ModelArtsClient:
         if data is NO_RESULT:
             return None
         return _preview(data)
+
+    def list_events(
+        self, job_id: str, *, page: int = 0, limit: int = MAX_EVENTS_PAGE_SIZE
+    ) -> EventPage:
+        """One page of a job's events, newest first (``order=desc``); ``page`` is the page
+        index the API calls ``offset``, ``limit`` 1..100. Events without a usable time or
+        of another shape are left out (logged at debug)."""
+        limit = min(max(int(limit), 1), MAX_EVENTS_PAGE_SIZE)
+        path = (
+            f"/training-jobs/{_segment(job_id, 'list_events')}/events"
+            f"?offset={max(int(page), 0)}&limit={limit}&order=desc"
+        )
+        data = self._call("list_events", "GET", path)
+        result, unusable = parse_events_page(data, self._auth.secrets())
+        if unusable:
+            logger.debug("list_events: job %s: %d unusable events skipped", job_id, unusable)
+        return result
+
+    def task_metrics(self, job_id: str, task_id: str) -> dict[str, float]:
+        """The latest per-minute averages of a task's metrics (``cpuUsage`` ...
+        ``npuMemUsage``) as ratios 0..1; metrics without a recent sample are left out."""
+        job, task = _segment(job_id, "task_metrics"), _segment(task_id, "task_metrics")
+        path = f"/training-jobs/{job}/metrics/{task}"
+        return parse_task_metrics(self._call("task_metrics", "GET", path))
 
     # -- one call, several attempts ---------------------------------------------------------
 
@@ -781,6 +808,7 @@ def parse_job(item: object) -> TrainingJob:
                 (_optional_str(engine, "engine_name"), _optional_str(engine, "engine_version"))
             ).strip(),
             flavor=_optional_str(resource, "flavor_id"),
+            running_records=parse_running_records(status),
         )
     except _InvalidJob as exc:
         raise _InvalidJob(f"job {job_id}: {exc}") from None

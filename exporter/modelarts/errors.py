@@ -195,6 +195,19 @@ class AuthenticationError(ModelArtsError):
     """HTTP 401/403: the credential was rejected or lacks permission."""
 
 
+CREDENTIAL_CODES = frozenset(
+    {"ModelArts.0206", "ModelArts.0210", "ModelArts.2784", "APIGW.0301", "APIGW.0303"}
+)
+"""403 codes that reject the credential itself (bad AK/SK, wrong project, bad token, a
+clock off by more than 15 minutes), not the access to one job or API."""
+
+
+def credential_rejected(exc: AuthenticationError) -> bool:
+    """Whether a 401/403 rejects the credential for every call (not one job's or API's
+    access)."""
+    return exc.status == 401 or exc.error_code in CREDENTIAL_CODES
+
+
 class ThrottledError(ModelArtsError):
     """HTTP 429 after the client's retries: ModelArts asks us to slow down."""
 

@@ -19,6 +19,26 @@ ACTIVE_PHASES: tuple[str, ...] = tuple(p for p in PHASES if p not in TERMINAL_PH
 
 
 @dataclass(frozen=True, slots=True)
+class RunningRecord:
+    """One run of a job in ``status.running_records`` (the SDK's ``RunningRecord``).
+
+    Times are Unix seconds (0: not given). ``start_type`` is ``init_or_rescheduled`` or
+    ``restarted``; ``end_recover`` the fault-tolerance action taken when the run ended
+    (``npu_proc_restart``, ``gpu_proc_restart``, ``proc_restart``, ``pod_reschedule``,
+    ``job_reschedule``, ``job_reschedule_with_taint``); ``end_reason`` free text such as
+    ``exit with 127``; ``end_related_task`` the task that ended the run (``worker-2``).
+    Strings are as the API sent them (cleaned of control characters, capped).
+    """
+
+    start_at: int = 0
+    end_at: int = 0
+    start_type: str = ""
+    end_reason: str = ""
+    end_related_task: str = ""
+    end_recover: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingJob:
     """One training job, from a list item or the details call (same JobResponse shape)."""
 
@@ -31,6 +51,12 @@ class TrainingJob:
     duration_ms: int = 0
     engine: str = ""
     flavor: str = ""
+    running_records: tuple[RunningRecord, ...] = ()
+
+    @property
+    def restarts(self) -> int:
+        """Runs after the first in ``status.running_records``."""
+        return max(0, len(self.running_records) - 1)
 
     @property
     def terminal(self) -> bool:
@@ -62,3 +88,47 @@ class LogPreview:
     content: str
     current_size: int
     full_size: int
+
+
+EVENT_LEVELS: tuple[str, ...] = ("Info", "Warning", "Error")
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One event of the training-job events API (the SDK's ``Event``).
+
+    ``time`` in Unix seconds (the API sends ISO 8601 with an offset, second resolution);
+    ``level`` one of EVENT_LEVELS; ``source`` (``Job``, ``Task``, ``K8S``...) and
+    ``message`` cleaned of control characters and credentials, and capped.
+    """
+
+    time: float
+    level: str
+    source: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    """One page of events as sent (newest first when asked so). ``size`` counts the items
+    on the page, unusable ones included (a full page means there may be more); ``total``
+    is the number of events the server says it has, if it said."""
+
+    events: tuple[JobEvent, ...]
+    total: int | None = None
+    size: int = -1
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            object.__setattr__(self, "size", len(self.events))
+
+
+TASK_METRICS: tuple[str, ...] = (
+    "cpuUsage",
+    "memUsage",
+    "gpuUtil",
+    "gpuMemUsage",
+    "npuUtil",
+    "npuMemUsage",
+)
+"""The metrics of ``GET .../metrics/{task_id}``: per-minute averages in percent."""

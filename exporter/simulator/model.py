@@ -1,4 +1,5 @@
-"""The simulator's state: training jobs, their tasks' logs and scheduled phase changes.
+"""The simulator's state: training jobs, their tasks' logs, events, restarts and metrics,
+and scheduled phase changes and restarts.
 
 Nothing here locks: the Simulator holds one lock around every use of a SimModel.
 Times are Unix seconds (floats) from the simulator clock; the JSON answers use ms.
@@ -13,6 +14,7 @@ from typing import Any
 
 from ..modelarts.types import PHASES, TERMINAL_PHASES
 from .logs import Chunk, LineStream
+from .platform import SimEvent, SimRestart, metrics_response, running_records
 
 DEFAULT_ENGINE = ("PyTorch", "PyTorch-2.1.0-python3.10")
 DEFAULT_FLAVOR = "modelarts.p3.large.public"
@@ -28,6 +30,13 @@ _SECONDARY_PHASE = {
     "Abnormal": "CreateFailed",
 }
 _DEFAULT_EXIT_CODE = {"Completed": 0, "Failed": 1, "Terminated": 143, "Abnormal": 1}
+# The job-level event of a terminal phase: (level, message).
+_END_EVENT = {
+    "Completed": ("Info", "Training job completed."),
+    "Failed": ("Error", "Training job failed."),
+    "Terminated": ("Warning", "Training job terminated by the user."),
+    "Abnormal": ("Error", "Training job is abnormal."),
+}
 
 # flavor_id -> (flavor_type, flavor_name, accelerator kind, count, product, memory)
 _FLAVORS: dict[str, tuple[str, str, str, int, str, str]] = {
@@ -152,6 +161,44 @@ class SimJob:
     end_time: float | None = None
     duration_ms: int | None = None
     exit_code: int | None = None
+    events: list[SimEvent] = field(default_factory=list)
+    restarts: list[SimRestart] = field(default_factory=list)
+    metric_overrides: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    _event_seq: itertools.count[int] = field(default_factory=itertools.count)
+
+    def add_event(self, at: float, level: str, message: str, source: str = "Job") -> None:
+        self.events.append(SimEvent(at, level, message, source, next(self._event_seq)))
+
+    def record_created(self) -> None:
+        self.add_event(self.create_time, "Info", "Training job created.")
+
+    def record_started(self, at: float) -> None:
+        self.add_event(at, "Info", "Training job is running.")
+        for task in self.tasks:
+            self.add_event(at, "Info", f"[{task}] training started.", "Task")
+
+    def restart(self, restart: SimRestart) -> None:
+        """A run ends at ``restart.at`` and ModelArts recovers it (a new running record)."""
+        self.restarts.append(restart)
+        self.add_event(
+            restart.at,
+            "Warning",
+            f"[{restart.task}] Fault detected ({restart.reason}); "
+            f"fault tolerance: {restart.recover}.",
+        )
+        for task in self.tasks:
+            self.add_event(restart.at, "Info", f"[{task}] training started.", "Task")
+
+    def metrics(self, task: str, now: float) -> dict[str, Any]:
+        """The task metrics call's answer (see ``platform.metrics_response``)."""
+        accelerator = _FLAVORS.get(self.flavor, ("", "", "gpu"))[2]
+        return metrics_response(
+            f"{self.id}:{task}",
+            accelerator,
+            self.start_time,
+            now,
+            self.metric_overrides.get(task, {}),
+        )
 
     def materialize(self, now: float) -> None:
         for log in self.tasks.values():
@@ -174,12 +221,18 @@ class SimJob:
         validate_phase(phase)
         if phase == "Running" and self.start_time is None:
             self.start_time = at
+            self.record_started(at)
         if phase in TERMINAL_PHASES:
             self.materialize(at)
             for log in self.tasks.values():
                 log.stop()
             self.end_time = at
             self.exit_code = _DEFAULT_EXIT_CODE[phase] if exit_code is None else exit_code
+            if self.start_time is not None:
+                for task in self.tasks:
+                    message = f"[{task}] Training finished. Exit code {self.exit_code}."
+                    self.add_event(at, "Info", message, "Task")
+            self.add_event(at, *_END_EVENT[phase])
         else:
             self.end_time = None
             self.exit_code = None
@@ -199,20 +252,11 @@ class SimJob:
         node_count = max(1, len(self.tasks))
         start_ms = 0 if self.start_time is None else _ms(self.start_time)
         node_counts = [[_ms(self.create_time), 0]]
-        records: list[dict[str, Any]] = []
         if self.start_time is not None:
             node_counts.append([start_ms, node_count])
-            record: dict[str, Any] = {
-                "start_at": int(self.start_time),
-                "start_type": "init_or_rescheduled",
-            }
             if self.end_time is not None:
                 node_counts.append([_ms(self.end_time), 0])
-                record["end_at"] = int(self.end_time)
-                record["end_reason"] = (
-                    "job completed" if self.exit_code == 0 else f"exit with {self.exit_code}"
-                )
-            records.append(record)
+        records = running_records(self.start_time, self.restarts, self.end_time, self.exit_code)
         task_statuses = []
         if self.exit_code is not None and self.tasks:
             task = next(iter(self.tasks))
@@ -286,7 +330,7 @@ class SimModel:
     """All jobs (in creation order) plus phase changes scheduled for later."""
 
     jobs: dict[str, SimJob] = field(default_factory=dict)
-    _events: list[tuple[float, int, str, str]] = field(default_factory=list)
+    _events: list[tuple[float, int, str, str | SimRestart]] = field(default_factory=list)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     def next_seq(self) -> int:
@@ -314,14 +358,24 @@ class SimModel:
         """Change the job's phase once the clock reaches ``at`` (dropped if it was deleted)."""
         heapq.heappush(self._events, (at, self.next_seq(), job_id, validate_phase(phase)))
 
+    def schedule_restart(self, job_id: str, restart: SimRestart) -> None:
+        """Restart the job at ``restart.at`` (dropped if it was deleted or has ended)."""
+        heapq.heappush(self._events, (restart.at, self.next_seq(), job_id, restart))
+
     def advance(self, now: float, *, logs: bool = False) -> None:
-        """Apply the phase changes due by ``now``, each at its own time; with ``logs``,
-        also bring every task's scripted log up to ``now`` (reads do that per task)."""
+        """Apply the phase changes and restarts due by ``now``, each at its own time; with
+        ``logs``, also bring every task's scripted log up to ``now`` (reads do that per
+        task)."""
         while self._events and self._events[0][0] <= now:
-            at, _, job_id, phase = heapq.heappop(self._events)
+            at, _, job_id, action = heapq.heappop(self._events)
             job = self.jobs.get(job_id)
-            if job is not None:
-                job.set_phase(phase, at)
+            if job is None:
+                continue
+            if isinstance(action, SimRestart):
+                if job.end_time is None and job.start_time is not None:
+                    job.restart(action)
+            else:
+                job.set_phase(action, at)
         if logs:
             for job in self.jobs.values():
                 job.materialize(now)

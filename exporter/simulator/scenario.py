@@ -9,6 +9,7 @@ all of it at once).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from .model import (
     TaskLog,
     validate_phase,
 )
+from .platform import SimRestart
 
 # The scenario's start time (Unix seconds) -> the task's stream / the log's first bytes.
 StreamFactory = Callable[[float], LineStream]
@@ -44,7 +46,10 @@ class JobScript:
     """One job at the scenario's start, and the phase changes scripted for later.
 
     ``ended`` is for jobs already terminal at the start: the duration runs from
-    ``started`` to it.
+    ``started`` to it. ``restarts`` (``SimRestart.at`` an offset too) end a run and
+    start the next, before the start or scripted for later; ``events`` are extra
+    ``(offset, level, message, source)`` events beside the ones the job's life writes;
+    ``metrics`` fixes task metrics: task -> metric -> percent (None: no sample).
     """
 
     name: str
@@ -58,6 +63,9 @@ class JobScript:
     ended: float | None = None
     exit_code: int | None = None
     phase_changes: tuple[tuple[float, str], ...] = ()
+    restarts: tuple[SimRestart, ...] = ()
+    events: tuple[tuple[float, str, str, str], ...] = ()
+    metrics: tuple[tuple[str, tuple[tuple[str, float | None], ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,12 +94,27 @@ class Scenario:
                 start_time=None if script.started is None else start + script.started,
                 engine=script.engine,
                 flavor=script.flavor,
+                metric_overrides={task: dict(values) for task, values in script.metrics},
             )
+            job.record_created()
+            if job.start_time is not None:
+                job.record_started(job.start_time)
+            for offset, level, message, source in script.events:
+                job.add_event(start + offset, level, message, source)
+            later = []
+            for scripted in sorted(script.restarts, key=lambda r: r.at):
+                restart = dataclasses.replace(scripted, at=start + scripted.at)
+                if restart.at <= start:
+                    job.restart(restart)
+                else:
+                    later.append(restart)
             if script.ended is not None:
                 job.set_phase(script.phase, start + script.ended, exit_code=script.exit_code)
             model.add(job)
             for offset, phase in script.phase_changes:
                 model.schedule(start + offset, script.job_id, phase)
+            for restart in later:
+                model.schedule_restart(script.job_id, restart)
 
 
 def _job_id(seed: int | str, name: str) -> str:
@@ -107,10 +130,17 @@ def demo_scenario(seed: int = 2026) -> Scenario:
       a LossMonitor line every ~3 s and a TimeMonitor line per epoch (~3 min).
     - ``gpt-pretrain-megatron``: Megatron, 2 tasks, Running since t=-1800; worker-1 (the
       last rank) prints an iteration line every ~1.5 s, now and then a skipped one.
+      ModelArts recovered it twice (t=-1500 worker-1 ``exit with 137``, rescheduled;
+      t=-1080 worker-0 NCCL timeout, restarted in place) and does again at t=20.
     - ``bert-large-finetune``: PyTorch, 1 task, Running from t=0: training lines until
       t~3.7, a CUDA OOM traceback at t~4, ``exit with 1`` by t~4.7, Failed at t=5.
     - ``yolov8-detect-coco``: Completed at t=-600 after 30 minutes, log ends ``exit with 0``.
-    - ``llama-pretrain-queued``: Pending, no tasks.
+    - ``llama-pretrain-queued``: Pending, no tasks; the scheduler's Warning events say
+      why (no free GPUs).
+
+    Every job has the events its life writes (created, running, per task started and
+    finished with its exit code, failed...); GPU jobs report GPU and Ascend jobs NPU
+    utilisation between 65 and 99 %.
 
     Jobs that ran before t=0 have their log up to t=0 at once. The same ``seed`` and the
     same clock readings give the same bytes.
@@ -183,6 +213,11 @@ def demo_scenario(seed: int = 2026) -> Scenario:
                 flavor="modelarts.bm.gpu.8v100",
                 created=-1890,
                 started=-1800,
+                restarts=(
+                    SimRestart(-1500.0, "exit with 137", "pod_reschedule", "worker-1"),
+                    SimRestart(-1080.0, "NCCL watchdog timeout", "proc_restart", "worker-0"),
+                    SimRestart(20.0, "exit with 139", "gpu_proc_restart", "worker-1"),
+                ),
             ),
             JobScript(
                 name=bert,
@@ -216,7 +251,22 @@ def demo_scenario(seed: int = 2026) -> Scenario:
                 ended=-600,
                 exit_code=0,
             ),
-            JobScript(name=llama, job_id=_job_id(seed, llama), phase="Pending", created=-300),
+            JobScript(
+                name=llama,
+                job_id=_job_id(seed, llama),
+                phase="Pending",
+                created=-300,
+                events=tuple(
+                    (
+                        offset,
+                        "Warning",
+                        f"[Pod: modelarts-job-{_job_id(seed, llama)}-worker-0] FailedScheduling: "
+                        "0/12 nodes are available: 12 Insufficient nvidia.com/gpu.",
+                        "K8S",
+                    )
+                    for offset in (-290.0, -170.0, -50.0)
+                ),
+            ),
         )
     )
 

@@ -1,7 +1,8 @@
 """The ModelArts simulator: a threaded HTTP/1.1 server that stands in for ModelArts and IAM.
 
 It serves the calls the exporter makes: the job list, job
-details, the log preview, and the IAM password login, with their error codes, auth checks,
+details (with running records), the log preview, the job's events (paged), the task
+metrics, and the IAM password login, with their error codes, auth checks,
 optional throttling and injectable faults. Tests drive it through the control methods of
 ``Simulator`` and an injected clock; the demo and the benchmarks run a scripted scenario.
 """
@@ -47,6 +48,7 @@ from .model import (
     TaskLog,
     validate_phase,
 )
+from .platform import SimRestart, events_response
 from .scenario import Scenario
 
 logger = logging.getLogger("exporter.simulator")
@@ -149,6 +151,7 @@ class Simulator:
         self._model = SimModel()
         self._faults: list[_ActiveFault] = []
         self._records: deque[RequestRecord] = deque(maxlen=MAX_RECORDS)
+        self._request_hook: Callable[[str, str, Mapping[str, str]], None] | None = None
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -253,6 +256,9 @@ class Simulator:
                 engine=engine,
                 flavor=flavor,
             )
+            job.record_created()
+            if start_time is not None and phase not in TERMINAL_PHASES:
+                job.record_started(start_time)
             if phase in TERMINAL_PHASES:
                 job.set_phase(phase, now)
             self._model.add(job)
@@ -276,6 +282,50 @@ class Simulator:
             if tasks is not None:
                 job.tasks = {task: job.tasks.get(task) or TaskLog() for task in tasks}
             job.set_phase(phase, now, duration_ms=duration_ms, exit_code=exit_code)
+
+    def restart_job(
+        self,
+        job_id: str,
+        *,
+        reason: str = "exit with 137",
+        recover: str = "pod_reschedule",
+        task: str = "worker-0",
+    ) -> None:
+        """End the job's current run now and recover it: a new running record, a Warning
+        event and ``training started`` events. The logs are left as they are."""
+        with self._lock:
+            now = self._advance()
+            job = self._model.get(job_id)
+            if job.start_time is None or job.end_time is not None:
+                raise ValueError(f"job {job_id} is not running")
+            job.restart(SimRestart(now, reason, recover, task))
+
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        *,
+        level: str = "Info",
+        source: str = "Job",
+        at: float | None = None,
+    ) -> None:
+        """Add an event to the job at ``at`` (default now; whole seconds in the answer; a
+        later time appears once the clock reaches it)."""
+        with self._lock:
+            now = self._advance()
+            self._model.get(job_id).add_event(now if at is None else at, level, message, source)
+
+    def set_task_metrics(self, job_id: str, task: str, values: Mapping[str, float | None]) -> None:
+        """Fix task metrics (percent; None: no sample) for every minute of the answer;
+        the metrics not named keep their synthetic values."""
+        with self._lock:
+            job = self._model.get(job_id)
+            job.metric_overrides.setdefault(task, {}).update(values)
+
+    def set_request_hook(self, hook: Callable[[str, str, Mapping[str, str]], None] | None) -> None:
+        """Call ``hook(method, path, query)`` before answering each request, outside the
+        lock (tests use it to change the model between two pages of a read)."""
+        self._request_hook = hook
 
     def delete_job(self, job_id: str) -> None:
         """Delete a job: it leaves the list, and its calls answer ModelArts.2775."""
@@ -351,6 +401,9 @@ class Simulator:
 
     def _handle(self, request: Request) -> Response | None:
         """Answer one request (None: drop the connection) and record it."""
+        hook = self._request_hook
+        if hook is not None:
+            hook(request.method, request.path, dict(request.query))
         fault = self._take_fault(request)
         response: Response | None
         if fault is not None and fault.delay_seconds > 0:
@@ -399,6 +452,8 @@ class Simulator:
             (_PROJECT + "/training-job-searches", {"POST": self._list_jobs}),
             (_JOB, {"GET": self._show_job}),
             (_JOB + r"/tasks/(?P<task>[^/]+)/logs/preview", {"GET": self._preview}),
+            (_JOB + r"/events", {"GET": self._events}),
+            (_JOB + r"/metrics/(?P<task>[^/]+)", {"GET": self._task_metrics}),
         )
         for pattern, handlers in routes:
             match = re.fullmatch(pattern, request.path)
@@ -457,6 +512,32 @@ class Simulator:
             if job is None:
                 raise job_not_found(params["job"])
             body = job.response(now)
+        return json_response(200, body)
+
+    def _events(self, request: Request, params: Mapping[str, str], now: float) -> Response:
+        with self._lock:
+            self._admit(request, params, now)
+            job = self._model.jobs.get(params["job"])
+            if job is None:
+                raise job_not_found(params["job"])
+            try:
+                body = events_response(job.events, dict(request.query), now)
+            except ValueError as exc:
+                raise modelarts_error(400, "ModelArts.2788", str(exc)) from None
+        return json_response(200, body)
+
+    def _task_metrics(self, request: Request, params: Mapping[str, str], now: float) -> Response:
+        job_id, task = params["job"], params["task"]
+        with self._lock:
+            self._admit(request, params, now)
+            job = self._model.jobs.get(job_id)
+            if job is None:
+                raise job_not_found(job_id)
+            if task not in job.tasks:
+                raise modelarts_error(
+                    400, "ModelArts.2778", f"Task {task} of training job {job_id} not found."
+                )
+            body = job.metrics(task, now)
         return json_response(200, body)
 
     def _preview(self, request: Request, params: Mapping[str, str], now: float) -> Response:

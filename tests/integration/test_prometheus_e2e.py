@@ -171,11 +171,14 @@ def test_failed_job_alert_reaches_webhook_with_job_name(stack: Stack) -> None:
 
 
 def test_demo_fires_exactly_the_expected_alerts(stack: Stack) -> None:
-    """The failed job fires its exit code and its OOM; nothing else fires, in particular
-    not the completed job's exit code 0 (and not the exporter or its polling)."""
+    """The failed job fires its exit code, its OOM and its platform Error event
+    ("Training job failed."); nothing else fires, in particular not the completed job's
+    exit code 0, the restarted job's Warning events, the pending job's scheduling warnings
+    (and not the exporter or its polling)."""
     expected = {
         ("ModelArtsTaskFailed", FAILED_JOB, None),
         ("ModelArtsTaskFatalErrors", FAILED_JOB, "cuda_oom"),
+        ("ModelArtsTrainingJobErrorEvents", FAILED_JOB, None),
     }
 
     def firing() -> set[tuple[str, str | None, str | None]]:

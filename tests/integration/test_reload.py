@@ -20,7 +20,7 @@ from helpers import ExporterProcess, free_port, parse_metrics, series, wait_for
 
 from modelarts_exporter.app import Exporter
 from modelarts_exporter.prepare import Flags, prepare
-from modelarts_exporter.simulator import SimAuth, Simulator
+from modelarts_exporter.simulator import Fault, SimAuth, Simulator
 
 TOKEN = "reload-test-token"
 ENV = {"MODELARTS_AUTH_TOKEN": TOKEN}
@@ -341,3 +341,20 @@ def test_turning_tls_on_needs_a_restart(setup: Setup) -> None:
     assert response.status_code == 200, response.text
     assert "needs a restart: tls_server_config of the web config" in response.text
     assert requests.get(f"{s.url}/-/healthy", timeout=5).status_code == 200  # still HTTP
+
+
+def test_a_reload_switches_platform_apis_and_tries_a_forbidden_one_again(setup: Setup) -> None:
+    s = setup
+    denied = b'{"error_code":"ModelArts.0203","error_msg":"Insufficient permissions."}'
+    s.sim.inject(Fault("GET", r"/events$", status=403, body=denied))
+    s.exporter.poller.run_cycle()
+    assert s.value("modelarts_exporter_api_forbidden", endpoint="list_events") == 1
+    s.write_config(platform={"task_metrics": False})
+    assert s.reload().status_code == 200
+    assert s.value("modelarts_exporter_api_forbidden", endpoint="list_events") == 0
+    s.sim.add_event(s.job, "permission granted", level="Warning")
+    metrics_calls = sum(1 for r in s.sim.requests if "/metrics/" in r.path)
+    s.clock.now += 60
+    s.exporter.poller.run_cycle()
+    assert s.value("modelarts_training_job_events_total", training_job_id=s.job, level="Warning")
+    assert sum(1 for r in s.sim.requests if "/metrics/" in r.path) == metrics_calls

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from modelarts_exporter.modelarts.errors import JobNotFoundError, ModelArtsError
-from modelarts_exporter.modelarts.types import LogPreview, TrainingJob
+from modelarts_exporter.modelarts.types import EventPage, JobEvent, LogPreview, TrainingJob
 
 
 class FakeClock:
@@ -29,6 +29,8 @@ class FakeModelArts:
     fail: dict[str, ModelArtsError] = field(default_factory=dict)
     window: int = 1 << 20
     calls: list[tuple[str, str]] = field(default_factory=list)
+    events: dict[str, list[JobEvent]] = field(default_factory=dict)
+    metrics: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
 
     def _check(self, call: str, key: str = "") -> None:
         self.calls.append((call, key))
@@ -70,3 +72,16 @@ class FakeModelArts:
 
     def previews(self) -> Iterator[str]:
         return (key for call, key in self.calls if call == "preview_log")
+
+    def list_events(self, job_id: str, *, page: int = 0, limit: int = 100) -> EventPage:
+        self._check("list_events", job_id)
+        ordered = sorted(self.events.get(job_id, []), key=lambda e: e.time, reverse=True)
+        chunk = ordered[page * limit : (page + 1) * limit]
+        return EventPage(tuple(chunk), total=len(ordered))
+
+    def task_metrics(self, job_id: str, task_id: str) -> dict[str, float]:
+        self._check("task_metrics", f"{job_id}/{task_id}")
+        return dict(self.metrics.get((job_id, task_id), {}))
+
+    def count(self, call: str) -> int:
+        return sum(1 for name, _ in self.calls if name == call)

@@ -91,6 +91,8 @@ def test_minimal_config_has_every_default(write: WriteConfig, tmp_path: Path) ->
     assert d.phases == ("Creating", "Pending", "Running", "Terminating")
     assert (d.name_regex, d.job_ids, d.startup_lookback_seconds) == (None, None, 604800)
     assert config.lifecycle.grace_period_seconds == 3600
+    pl = config.platform
+    assert (pl.events, pl.task_metrics, pl.task_metrics_interval_seconds) == (True, True, 60)
     assert config.state.path == tmp_path / "modelarts-exporter-state.db"
     r = config.rules
     assert (r.paths, r.include_default) == ((), True)
@@ -117,7 +119,8 @@ def test_documented_example_is_valid_and_shows_the_defaults(write: WriteConfig) 
 
     assert documented.modelarts.auth is not None
     assert documented.modelarts.model_copy(update={"auth": None}) == minimal.modelarts
-    for section in ("collect", "discovery", "lifecycle", "state", "rules", "web", "shard"):
+    sections = ("collect", "discovery", "lifecycle", "platform", "state", "rules", "web", "shard")
+    for section in sections:
         assert getattr(documented, section) == getattr(minimal, section)
 
 
@@ -149,6 +152,7 @@ def test_every_key_set(write: WriteConfig, tmp_path: Path) -> None:
               job_ids: [a, b]
               startup_lookback_seconds: 0
             lifecycle: {{grace_period_seconds: 0}}
+            platform: {{events: false, task_metrics: false, task_metrics_interval_seconds: 300}}
             state: {{path: /var/lib/x.db}}
             rules: {{paths: [r1.yml, /etc/rules], include_default: false,
                      label_value_max_length: 4096, max_series_per_rule: 100000}}
@@ -166,6 +170,9 @@ def test_every_key_set(write: WriteConfig, tmp_path: Path) -> None:
     assert config.discovery.phases == ("Failed",)
     assert config.discovery.job_ids == ("a", "b")
     assert config.state.path == Path("/var/lib/x.db")
+    assert not config.platform.events
+    assert not config.platform.task_metrics
+    assert config.platform.task_metrics_interval_seconds == 300
     assert config.rules.paths == (tmp_path / "r1.yml", Path("/etc/rules"))
     assert config.web.config_file == tmp_path / "web.yml"
     assert (config.web.listen_host, config.web.listen_port) == ("::1", 0)
@@ -202,6 +209,21 @@ def test_relative_paths_resolve_against_the_config_directory(
     assert all(p.is_absolute() for p in (config.state.path, *config.rules.paths))
 
 
+def test_platform_switches_are_checked(write: WriteConfig) -> None:
+    path = write(
+        MINIMAL
+        + "platform: {events: 'no', task_metrics_interval_seconds: 10, task_metric: false}\n"
+    )
+    problems = problems_of(path)
+    assert len(problems) == 3
+    assert any("platform.events: Input should be a valid boolean" in p for p in problems)
+    assert any(
+        "platform.task_metrics_interval_seconds: Input should be greater than or equal to 60" in p
+        for p in problems
+    )
+    assert any("platform.task_metric: unknown key" in p for p in problems)
+
+
 def test_config_is_frozen(write: WriteConfig) -> None:
     config = load_config(write(MINIMAL))
     with pytest.raises(ValueError, match="frozen"):
@@ -234,7 +256,7 @@ def test_unknown_keys_named_with_their_dotted_path(write: WriteConfig) -> None:
 
     assert problems == [
         f"{path}: colect: unknown key (valid keys: modelarts, collect, discovery, lifecycle, "
-        "state, rules, web, shard)",
+        "platform, state, rules, web, shard)",
         f"{path}: collect.interval: unknown key (valid keys: interval_seconds, concurrency, "
         "max_line_bytes, discovery_interval_seconds, failure_backoff_max_seconds)",
         f"{path}: modelarts.auth.tokn: unknown key (valid keys: token, token_file, access_key, "
