@@ -114,6 +114,7 @@ class Exporter:
             self.metrics,
             _collect_settings(config),
             clock=clock,
+            secrets=auth.secrets,
         )
         self.collector = StoreCollector(self.store.snapshot, rules)
 

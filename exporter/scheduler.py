@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,8 +80,11 @@ class Poller:
         settings: CollectSettings,
         *,
         clock: Callable[[], float] = time.time,
+        secrets: Callable[[], Iterable[str]] = tuple,
     ) -> None:
+        """``secrets`` gives the credential values in use, kept out of evidence lines."""
         self._source = source
+        self._secrets = secrets
         self._discovery = discovery
         self._store = store
         self._rules = rules
@@ -216,7 +219,13 @@ class Poller:
             self._metrics.polls.labels("not_ready").inc()
             return "not_ready", 0
         updated, stats = apply_preview(
-            task, preview, self._rules, final=final, now=now, limits=self._settings.limits
+            task,
+            preview,
+            self._rules,
+            final=final,
+            now=now,
+            limits=self._settings.limits,
+            secrets=self._secrets(),
         )
         if not self._commit(updated):
             return "failed", 0
