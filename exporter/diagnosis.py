@@ -38,6 +38,7 @@ README, the /jobs page and the alert (prometheus/alerts.yml, checked by a test) 
 from __future__ import annotations
 
 import re
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -445,3 +446,42 @@ def _evidence(
         if all(line.position != kept.position for kept in lines):
             lines.append(line)
     return tuple(lines)
+
+
+# --- the table's copies -------------------------------------------------------------------
+
+
+def remedy_template(indent: str = "") -> str:
+    """The Go template (Prometheus alert annotations) that prints the remedy of
+    ``$labels.reason``; prometheus/alerts.yml holds it, a test keeps it equal to REASONS.
+    REMEDY_FALLBACK is printed when the alert has no reason label (an older exporter)."""
+    lines = []
+    for number, (reason, entry) in enumerate(REASONS.items()):
+        opening = "{{ if" if number == 0 else "{{- else if"
+        lines.append(f'{opening} eq $labels.reason "{reason}" -}}}}')
+        lines.extend(
+            textwrap.wrap(
+                entry.remedy, 88 - len(indent), break_long_words=False, break_on_hyphens=False
+            )
+        )
+    lines.append("{{- else -}}")
+    lines.append(REMEDY_FALLBACK)
+    lines.append("{{- end }}")
+    return "\n".join(indent + line for line in lines)
+
+
+REMEDY_FALLBACK = (
+    "A code above 128 means the process was killed by signal (code - 128): 137 is "
+    "SIGKILL, often the host OOM killer, 139 SIGSEGV. Look for the error markers of the "
+    "same task and at the end of its log."
+)
+"""The alert's advice when it carries no reason (the series came from an older exporter)."""
+
+
+def readme_table() -> str:
+    """The README's remedy table (Markdown), from REASONS."""
+    rows = ["| reason | category | what to do |", "|---|---|---|"]
+    for reason, entry in REASONS.items():
+        category = "code (hardware: ECC, lost GPU)" if reason == "cuda_error" else entry.category
+        rows.append(f"| `{reason}` | {category} | {entry.remedy} |")
+    return "\n".join(rows)

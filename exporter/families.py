@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .diagnosis import diagnose
 from .modelarts.types import PHASES
 from .rules.model import Rule
 from .store import Snapshot, TaskState
@@ -125,11 +126,21 @@ def build_families(
         "Log lines where the warning marker's rules matched.",
         (*TASK_LABELS, "marker"),
     )
+    failure = Family(
+        "modelarts_task_failure_info",
+        "gauge",
+        "Always 1 for a failed task (non-zero exit code, or its job ended Failed or "
+        "Abnormal): the root cause (a marker name, or unknown) and its category.",
+        (*TASK_LABELS, "reason", "category"),
+    )
     custom = _custom_families(rules)
     for (job_id, task_id), task in sorted(snapshot.tasks.items()):
         if job_id not in snapshot.jobs:
             continue
         key = (job_id, task_id)
+        diagnosis = diagnose(task, snapshot.jobs[job_id].phase)
+        if diagnosis is not None:
+            failure.samples.append(((*key, diagnosis.reason, diagnosis.category), 1.0))
         for metric in _TASK_METRICS:
             value = getattr(task, metric.attr)
             if value is not None:
@@ -162,7 +173,7 @@ def build_families(
         info.samples.append(((job_id, job.name, job.phase, job.engine, job.flavor), 1.0))
         for name in PHASES:
             phase.samples.append(((job_id, name), 1.0 if job.phase == name else 0.0))
-    ordered = [*families.values(), up, errors, warnings, info, phase, *custom.values()]
+    ordered = [*families.values(), up, errors, warnings, failure, info, phase, *custom.values()]
     return [f for f in ordered if f.samples or f.name in _ALWAYS]
 
 
