@@ -1,8 +1,8 @@
 """Why a task failed: a root cause (a marker of the vocabulary, or ``unknown``), its
 category, a remedy, and the log lines that show it. Pure: state in, diagnosis out.
 
-A task has failed when its log printed a non-zero exit code or its job ended Failed or
-Abnormal. Its root cause, in this order:
+A task has failed when its log printed a non-zero exit code, or its job ended Failed or
+Abnormal and its log printed no exit code 0. Its root cause, in this order:
 
 1. **The earliest fatal marker of the failing run** (the markers' first lines are kept
    per run of the log, in order, by ``evidence.py``), where
@@ -306,9 +306,12 @@ class _Candidate:
 
 
 def failed(task: TaskState, phase: str | None) -> bool:
-    """A non-zero exit code printed, or the job ended Failed/Abnormal."""
+    """A non-zero exit code printed, or the job ended Failed/Abnormal and the task did not
+    print exit code 0 (a task that says it ended well did not fail with its job)."""
     code = task.exit_code
-    return (code is not None and code != 0) or phase in FAILED_PHASES
+    if code is not None:
+        return code != 0
+    return phase in FAILED_PHASES
 
 
 def diagnose(task: TaskState, phase: str | None) -> Diagnosis | None:

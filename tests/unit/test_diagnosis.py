@@ -179,9 +179,12 @@ def test_exit_codes_without_markers_map_by_meaning(code: int, reason: str) -> No
 
 
 def test_exit_code_zero_and_running_jobs_are_not_failures() -> None:
-    assert diagnose(TaskState("j", "t", exit_code=0.0), "Failed") is not None
+    """A task that printed exit code 0 did not fail, even when its job (another task)
+    did; a task of a failed job that printed no exit code did."""
+    assert diagnose(TaskState("j", "t", exit_code=0.0), "Failed") is None
     assert diagnose(TaskState("j", "t", exit_code=0.0), "Completed") is None
     assert diagnose(TaskState("j", "t"), "Running") is None
+    assert diagnose(TaskState("j", "t"), "Abnormal") is not None
 
 
 def test_a_later_consequence_never_replaces_the_earlier_cause_across_polls(
