@@ -10,6 +10,7 @@ from test_cli import GOOD, run
 
 from modelarts_exporter.app import Exporter
 from modelarts_exporter.config import ConfigError, Credentials, default_config, load_config
+from modelarts_exporter.config.changes import changed_keys, keep_restart_only, restart_only
 from modelarts_exporter.evidence import MarkerLine
 from modelarts_exporter.families import build_families, render_text
 from modelarts_exporter.rules import load_rules
@@ -146,3 +147,16 @@ def test_the_default_external_url_follows_the_listen_address(tmp_path: Path) -> 
     assert everywhere.startswith(f"http://{socket.gethostname()}:")
     given = external("127.0.0.1:0", external_url="https://exporter.example.com/x/")
     assert given == "https://exporter.example.com/x"
+
+
+def test_a_reload_keeps_the_external_url_until_a_restart(tmp_path: Path) -> None:
+    """The alerts' links come from the URL exported at start: a reload says it needs a
+    restart and keeps the old one."""
+    path = tmp_path / "cfg.yml"
+    path.write_text(GOOD + "web: {external_url: 'https://old.example.com'}\n")
+    old = load_config(path)
+    path.write_text(GOOD + "web: {external_url: 'https://new.example.com'}\n")
+    new = load_config(path)
+    assert changed_keys(old, new) == ["web.external_url"]
+    assert restart_only("web.external_url")
+    assert keep_restart_only(old, new).web.external_url == "https://old.example.com"
