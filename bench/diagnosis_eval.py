@@ -12,6 +12,11 @@ Completed job: it must give no diagnosis. Printed as well, for information: how 
 them *would* get a cause from their markers if their job had failed (a marker firing on a
 healthy log).
 
+The field labels say ``unknown`` where only a plain exception (``RuntimeError: The size
+of tensor a ...``, ``ValueError: ...``, no specific marker) says why; the diagnosis names
+``python_exception`` (category ``code``) there, with the exception line as evidence. The
+second figure counts that as agreement.
+
 Printed: reason accuracy on failing/ (with a confusion of the misses), the share of
 successful/ with no diagnosis, and the figures the test keeps (tests/unit/test_diagnosis_field.py).
 """
@@ -40,15 +45,25 @@ ROOT = Path(__file__).resolve().parent.parent
 class Score:
     failing: int = 0
     failing_ok: int = 0
+    failing_ok_generic: int = 0
     successful: int = 0
     successful_ok: int = 0
     successful_with_cause: int = 0
     misses: list[str] = field(default_factory=list)
+    missed: dict[str, str] = field(default_factory=dict)
+    """Log name -> the reason given where it differs from the label (or was diagnosed
+    although successful)."""
     confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     @property
     def accuracy(self) -> float:
         return self.failing_ok / self.failing if self.failing else 1.0
+
+    @property
+    def accuracy_generic(self) -> float:
+        """Accuracy when a generic ``python_exception`` counts as ``unknown``: the field
+        labels give ``unknown`` where only a plain exception (no specific marker) says why."""
+        return self.failing_ok_generic / self.failing if self.failing else 1.0
 
     @property
     def specificity(self) -> float:
@@ -81,10 +96,13 @@ def score(ruleset: RuleSet, field_dir: Path) -> Score:
             continue
         got: Diagnosis = explain(run_log(ruleset, log.read_bytes(), log.name))
         result.failing += 1
+        if got.reason == want or (got.reason, want) == ("python_exception", "unknown"):
+            result.failing_ok_generic += 1
         if got.reason == want:
             result.failing_ok += 1
         else:
             result.confusion[(want, got.reason)] += 1
+            result.missed[log.name] = got.reason
             line = got.evidence[0].text[:100] if got.evidence else ""
             result.misses.append(f"{log.name}: expected {want}, got {got.reason} ({line!r})")
     for log, _labels in _labelled(field_dir / "successful"):
@@ -95,6 +113,7 @@ def score(ruleset: RuleSet, field_dir: Path) -> Score:
             result.successful_ok += 1
         else:
             result.misses.append(f"{log.name} (successful): got {found.reason}")
+            result.missed[log.name] = found.reason
         if explain(task).evidence and explain(task).reason != "unknown":
             result.successful_with_cause += 1
     return result
@@ -106,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = score(RuleSet(load_rules()), args.field_dir)
     print(f"failure reason, failing/: {result.failing_ok}/{result.failing} ({result.accuracy:.1%})")
+    print(
+        f"  the same, a plain python_exception taken as unknown: "
+        f"{result.failing_ok_generic}/{result.failing} ({result.accuracy_generic:.1%})"
+    )
     print(
         f"no diagnosis, successful/ (job Completed): {result.successful_ok}/{result.successful}"
         f" ({result.specificity:.1%})"
