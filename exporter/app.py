@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import signal
+import socket
 import sqlite3
 import ssl
 import threading
@@ -124,6 +125,7 @@ class Exporter:
             _collect_settings(config),
             signals=self.signals,
             clock=clock,
+            secrets=auth.secrets,
         )
         self.collector = StoreCollector(self.store.snapshot, rules)
 
@@ -138,6 +140,8 @@ class Exporter:
             check_auth=self._check_auth,
             headers=self._headers,
             reload=lambda: self.reload("/-/reload"),
+            snapshot=self.store.snapshot,
+            clock=clock,
         )
         try:
             self.http = HTTPServer(
@@ -150,6 +154,11 @@ class Exporter:
             raise StartError(
                 f"web.listen_address {config.web.listen_address}: {exc.strerror or exc}"
             ) from None
+        self.external_url = config.web.external_url or _default_external_url(
+            self.http, config.web.listen_host
+        )
+        """Where users reach the exporter: links to /jobs in alerts start with it."""
+        self.metrics.web_info.labels(self.external_url).set(1)
         self._stopped = threading.Event()
 
     def ready(self) -> bool:
@@ -165,8 +174,10 @@ class Exporter:
         self.http.start()
         self.poller.start()
         log.info(
-            "listening on %s; watching %s (project %s) every %.0f s; %d rules; state in %s",
+            "listening on %s (external URL %s); watching %s (project %s) every %.0f s; "
+            "%d rules; state in %s",
             self.http.url(),
+            self.external_url,
             str(self.config.modelarts.endpoint).rstrip("/"),
             self.config.modelarts.project_id,
             self.config.collect.interval_seconds,
@@ -343,3 +354,10 @@ def _discovery_settings(config: Config) -> DiscoverySettings:
         shard_index=config.shard.index,
         shard_count=config.shard.count,
     )
+
+
+def _default_external_url(http: HTTPServer, listen_host: str) -> str:
+    """``http(s)://HOST:PORT`` as Prometheus derives its ``--web.external-url``: the listen
+    host, or this machine's host name when listening on every interface."""
+    wildcard = listen_host in ("", "0.0.0.0", "::")  # noqa: S104 (compared, not bound)
+    return http.url(socket.gethostname() if wildcard else listen_host)

@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides web.listen_address",
     )
     serve.add_argument(
+        "--web.external-url",
+        dest="external_url",
+        metavar="URL",
+        help="the URL users reach the exporter at, for links in alerts (default: "
+        "http(s)://<listen host or host name>:<port>); overrides web.external_url",
+    )
+    serve.add_argument(
         "--web.config.file",
         dest="web_config_file",
         metavar="PATH",
@@ -114,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DEMO_ADDRESS,
         metavar="HOST:PORT",
         help=f"exporter address (default: {DEFAULT_DEMO_ADDRESS})",
+    )
+    demo.add_argument(
+        "--web.external-url",
+        dest="external_url",
+        metavar="URL",
+        help="the URL users reach the exporter at, for links in alerts (default: "
+        "http://<listen address>)",
     )
 
     analyze = commands.add_parser(
@@ -215,6 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     flags = Flags(
         listen_address=args.listen_address,
+        external_url=args.external_url,
         web_config_file=args.web_config_file,
         shard=args.shard,
         hostname=socket.gethostname(),
@@ -253,13 +268,21 @@ def _demo(args: argparse.Namespace) -> int:
     import tempfile
 
     from .app import Exporter, StartError
-    from .config import Credentials, default_config, parse_listen_address
+    from .config import Credentials, default_config, parse_external_url, parse_listen_address
     from .simulator import SimAuth, Simulator, demo_scenario
 
+    problems = []
     try:
         parse_listen_address(args.listen_address)
     except ValueError as exc:
-        return _problems([f"--web.listen-address: {exc}"])
+        problems.append(f"--web.listen-address: {exc}")
+    if args.external_url is not None:
+        try:
+            parse_external_url(args.external_url)
+        except ValueError as exc:
+            problems.append(f"--web.external-url: {exc}")
+    if problems:
+        return _problems(problems)
     token = "demo-token"  # noqa: S105 (the simulator's own credential)
     with tempfile.TemporaryDirectory(prefix="modelarts-exporter-demo-") as tmp:
         simulator = Simulator(demo_scenario(), auth=SimAuth(tokens=frozenset({token})))
@@ -270,16 +293,17 @@ def _demo(args: argparse.Namespace) -> int:
                 simulator.project_id,
                 collect={"interval_seconds": 2, "discovery_interval_seconds": 2},
                 state={"path": str(Path(tmp) / "state.db")},
-                web={"listen_address": args.listen_address},
+                web={"listen_address": args.listen_address, "external_url": args.external_url},
             )
             exporter = Exporter(config, Credentials("token", "demo", token=token))
             print(
                 "modelarts-exporter demo: synthetic training jobs from the built-in simulator\n"
                 f"  metrics:   {exporter.http.url()}/metrics\n"
+                f"  jobs:      {exporter.http.url()}/jobs (why a failed task failed)\n"
                 f"  simulator: {simulator.url} (ModelArts API, project "
                 f"{simulator.project_id})\n"
                 "Metrics appear within seconds; one job fails with exit code 1 and a CUDA "
-                "OOM.\nPress Ctrl-C to stop.",
+                "OOM,\nwhich /jobs shows with its evidence.\nPress Ctrl-C to stop.",
                 flush=True,
             )
             exporter.run()

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from .diagnosis import diagnose
 from .modelarts.types import EVENT_LEVELS, PHASES
 from .rules.model import Rule
 from .store import LOSS_VALUES, LOSS_VALUES_COUNT, LOSS_VALUES_SUM, Snapshot, TaskState
@@ -138,6 +139,13 @@ def build_families(
         "Log lines where the warning marker's rules matched.",
         (*TASK_LABELS, "marker"),
     )
+    failure = Family(
+        "modelarts_task_failure_info",
+        "gauge",
+        "Always 1 for a failed task (non-zero exit code, or its job ended Failed or "
+        "Abnormal): the root cause (a marker name, or unknown) and its category.",
+        (*TASK_LABELS, "reason", "category"),
+    )
     custom = _custom_families(rules)
     loss_values = Family(
         LOSS_VALUES,
@@ -150,6 +158,9 @@ def build_families(
         if job_id not in snapshot.jobs:
             continue
         key = (job_id, task_id)
+        diagnosis = diagnose(task, snapshot.jobs[job_id].phase)
+        if diagnosis is not None:
+            failure.samples.append(((*key, diagnosis.reason, diagnosis.category), 1.0))
         for metric in _TASK_METRICS:
             value = getattr(task, metric.attr)
             if value is None and metric.attr == "exit_code" and job_id in snapshot.events:
@@ -196,6 +207,7 @@ def build_families(
         errors,
         warnings,
         loss_values,
+        failure,
         *_usage_families(snapshot),
         info,
         phase,

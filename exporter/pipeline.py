@@ -8,10 +8,11 @@ No I/O here: the scheduler fetches the preview and commits the result.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from .cursor import advance
+from .evidence import make_line, merge_first_lines
 from .modelarts.types import LogPreview
 from .rules.engine import RuleSet, ScanResult, SeriesKey
 from .store import LOSS_VALUES_COUNT, LOSS_VALUES_SUM, TaskState
@@ -44,8 +45,12 @@ def apply_preview(
     final: bool,
     now: float,
     limits: Limits,
+    secrets: Iterable[str] = (),
 ) -> tuple[TaskState, PollStats]:
-    """Take what is new in ``preview`` through the rules into the task's state."""
+    """Take what is new in ``preview`` through the rules into the task's state.
+
+    ``secrets``: credential values to keep out of the log lines kept as evidence.
+    """
     adv = advance(
         task.cursor,
         preview.content,
@@ -79,6 +84,7 @@ def apply_preview(
     )
     if adv.outcome == "reset":
         # The values printed by the old log do not describe the new one (counters go on).
+        # A new run: its failure is diagnosed from its own lines.
         updated = replace(
             updated,
             exit_code=None,
@@ -87,11 +93,14 @@ def apply_preview(
             epoch=None,
             rule_context={},
             gauges={},
+            marker_lines={},
+            exit_line=None,
         )
     if adv.block:
         scan = rules.scan(adv.block, context=updated.rule_context)
         stats.scan = scan
         updated = _apply_scan(updated, scan, limits, stats)
+        updated = _keep_lines(updated, scan, int(task.processed_bytes), now, tuple(secrets))
         if scan.context != updated.rule_context:
             updated = replace(updated, rule_context=scan.context)
     return updated, stats
@@ -128,6 +137,30 @@ def _apply_scan(task: TaskState, scan: ScanResult, limits: Limits, stats: PollSt
                 counters[key] = (counters.get(key, (0.0, rule))[0] + increment, rule)
         changes["counters"] = counters
     return replace(task, **changes) if changes else task  # type: ignore[arg-type]
+
+
+def _keep_lines(
+    task: TaskState, scan: ScanResult, base: int, now: float, secrets: tuple[str, ...]
+) -> TaskState:
+    """The scan's first error lines and exit code line into the task's evidence; ``base``
+    is where the scanned block starts in the log (bytes processed before it)."""
+    if not scan.first_lines and scan.exit_code_line is None:
+        return task
+    changes: dict[str, object] = {}
+    if scan.first_lines:
+        changes["marker_lines"] = merge_first_lines(
+            task.marker_lines,
+            scan.first_lines,
+            base=base,
+            step=task.step,
+            seen_at=now,
+            secrets=secrets,
+        )
+    if scan.exit_code_line is not None:
+        changes["exit_line"] = make_line(
+            scan.exit_code_line, base=base, step=task.step, seen_at=now, secrets=secrets
+        )
+    return replace(task, **changes)  # type: ignore[arg-type]
 
 
 def _add(old: Mapping[str, float], new: Mapping[str, int]) -> dict[str, float]:

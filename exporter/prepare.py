@@ -17,7 +17,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .config import Config, ConfigError, Credentials, load_yaml, parse_listen_address
+from .config import (
+    Config,
+    ConfigError,
+    Credentials,
+    load_yaml,
+    parse_external_url,
+    parse_listen_address,
+)
 from .config.credentials import find_credentials
 from .config.schema import (
     AuthSettings,
@@ -41,6 +48,7 @@ class Flags:
     """The command-line flags that override the configuration file."""
 
     listen_address: str | None = None
+    external_url: str | None = None
     web_config_file: str | None = None
     shard: str | None = None
     hostname: str = ""
@@ -89,6 +97,13 @@ def prepare(
             problems.append(f"--web.listen-address: {exc}")
         else:
             config = config.with_listen_address(flags.listen_address) if config else None
+    if flags.external_url is not None:
+        try:
+            parse_external_url(flags.external_url)
+        except ValueError as exc:
+            problems.append(f"--web.external-url: {exc}")
+        else:
+            config = config.with_external_url(flags.external_url) if config else None
     if flags.shard:
         try:
             parse_shard(flags.shard, flags.hostname)

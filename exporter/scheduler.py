@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,9 +107,12 @@ class Poller:
         *,
         signals: SignalReader | None = None,
         clock: Callable[[], float] = time.time,
+        secrets: Callable[[], Iterable[str]] = tuple,
     ) -> None:
+        """``secrets`` gives the credential values in use, kept out of evidence lines."""
         self._source = source
         self._signals = signals
+        self._secrets = secrets
         self._discovery = discovery
         self._store = store
         self._rules = rules
@@ -343,7 +346,13 @@ class Poller:
             self._metrics.polls.labels("not_ready").inc()
             return "not_ready", 0
         updated, stats = apply_preview(
-            task, preview, self._rules, final=final, now=now, limits=self._settings.limits
+            task,
+            preview,
+            self._rules,
+            final=final,
+            now=now,
+            limits=self._settings.limits,
+            secrets=self._secrets(),
         )
         if not self._commit(updated):
             return "failed", 0

@@ -50,6 +50,13 @@ class SelfMetrics:
             registry=registry,
         )
         self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.web_info = Gauge(
+            f"{prefix}_web_info",
+            "Always 1; the URL users reach the exporter at (--web.external-url), which "
+            "alerts use to link to /jobs.",
+            ["external_url"],
+            registry=registry,
+        )
         self.requests = Counter(
             f"{prefix}_api_requests",
             "HTTP attempts made to the ModelArts and IAM APIs.",

@@ -1,4 +1,5 @@
-"""HTTP: ``/metrics``, a landing page at ``/``, ``/-/healthy``, ``/-/ready``, ``/-/reload``.
+"""HTTP: ``/metrics``, a landing page at ``/``, ``/jobs`` and ``/api/v1/jobs`` (the
+status page, jobspage.py), ``/-/healthy``, ``/-/ready``, ``/-/reload``.
 
 ``/metrics`` is prometheus_client's WSGI app over our own registry (text or OpenMetrics
 by content negotiation, gzip when asked); it only reads memory. TLS and basic auth come
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import gzip
 import html
+import json
 import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry
@@ -23,6 +27,8 @@ from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from . import __version__
 from .config import parse_listen_address
+from .jobspage import JobsPage, jobs_document
+from .store import Snapshot
 
 log = logging.getLogger("exporter.server")
 
@@ -36,6 +42,8 @@ _LANDING = """<!doctype html>
 <p>Prometheus exporter and log analyzer for ModelArts training jobs, version {version}.</p>
 <ul>
 <li><a href="/metrics">Metrics</a></li>
+<li><a href="/jobs">Training jobs</a>: every watched job and task, and why a failed one failed
+(<a href="/api/v1/jobs">JSON</a>)</li>
 <li><a href="/-/healthy">Health</a></li>
 <li><a href="/-/ready">Readiness</a></li>
 </ul>
@@ -70,14 +78,19 @@ def make_app(
     check_auth: Callable[[str | None], bool] | None = None,
     headers: Iterable[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]] = (),
     reload: Callable[[], tuple[bool, str]] | None = None,
+    snapshot: Callable[[], Snapshot] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> WSGIApp:
     """The exporter's WSGI app. ``store(openmetrics=...)`` renders the jobs' and tasks'
     metrics; ``check_auth`` gets the Authorization header; ``headers`` (or a function
     giving them, asked at each request) go on every response. ``reload`` serves
-    ``POST /-/reload`` (also PUT, as Prometheus): (ok, one line) -> 200 or 500."""
+    ``POST /-/reload`` (also PUT, as Prometheus): (ok, one line) -> 200 or 500.
+    ``snapshot`` gives the store's jobs and tasks for ``/jobs`` and ``/api/v1/jobs``
+    (404 without it)."""
     fixed = () if callable(headers) else tuple(headers)
     current_headers = headers if callable(headers) else lambda: fixed
     landing = _LANDING.format(version=html.escape(__version__)).encode()
+    page = JobsPage() if snapshot is not None else None
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         extra = list(current_headers())
@@ -105,6 +118,18 @@ def make_app(
             return [body]
         if path == "/":
             return respond("200 OK", landing, "text/html; charset=utf-8")
+        if path in ("/jobs", "/api/v1/jobs") and snapshot is not None and page is not None:
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            job_id = query.get("training_job_id", [None])[0]
+            task_id = query.get("task_id", [None])[0]
+            document = jobs_document(snapshot(), now=clock(), job_id=job_id, task_id=task_id)
+            if path == "/jobs":
+                text = page.render(
+                    document, version=__version__, filtered=job_id is not None or bool(task_id)
+                )
+                return respond("200 OK", text.encode(), "text/html; charset=utf-8")
+            payload = json.dumps({"status": "success", "data": document}, allow_nan=False)
+            return respond("200 OK", payload.encode(), "application/json")
         if path == "/-/healthy":
             return respond("200 OK", b"Healthy.\n")
         if path == "/-/ready":

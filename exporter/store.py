@@ -33,11 +33,15 @@ from typing import Any
 
 from .cursor import CursorState
 from .events import JobEvents, decode_events, encode_events
+from .evidence import MarkerLine, decode_line, decode_marker_lines, encode_line, encode_marker_lines
 from .modelarts.types import JobEvent
 
 log = logging.getLogger("exporter.store")
 
 SCHEMA_VERSION = 1
+"""Version 1 files of earlier releases lack ``marker_lines`` and ``exit_line`` (tasks
+load without them: new keys of a task row are optional, unknown ones are ignored), so
+the version stays 1 and files move freely between releases."""
 
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
@@ -84,6 +88,10 @@ class TaskState:
     rule_context: Mapping[str, Any] = field(default_factory=dict)
     """What context rules (a Keras ``Epoch 3/10`` header, ...) said so far, for the next
     block of the same log."""
+    marker_lines: Mapping[str, tuple[MarkerLine, ...]] = field(default_factory=dict)
+    """Error marker -> its first lines in the current run of the log (evidence.py)."""
+    exit_line: MarkerLine | None = None
+    """The line that printed ``exit_code``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +185,10 @@ def encode_task(task: TaskState) -> str:
             value = encode_cursor(value)
         elif f.name in ("gauges", "counters"):
             value = _encode_series(value)
+        elif f.name == "marker_lines":
+            value = encode_marker_lines(value)
+        elif f.name == "exit_line":
+            value = None if value is None else encode_line(value)
         elif isinstance(value, Mapping):
             value = dict(value)
         data[f.name] = value
@@ -189,6 +201,9 @@ def decode_task(text: str) -> TaskState:
     data["cursor"] = decode_cursor(data["cursor"])
     data["gauges"] = _decode_series(data["gauges"])
     data["counters"] = _decode_series(data["counters"])
+    data["marker_lines"] = decode_marker_lines(data.get("marker_lines", {}))
+    exit_line = data.get("exit_line")
+    data["exit_line"] = None if exit_line is None else decode_line(exit_line)
     known = {f.name for f in fields(TaskState)}
     return TaskState(**{k: v for k, v in data.items() if k in known})
 

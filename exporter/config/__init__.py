@@ -14,7 +14,7 @@ from .schema import (
     Config,
     default_config,
 )
-from .values import parse_listen_address, readable_file
+from .values import parse_external_url, parse_listen_address, readable_file
 
 __all__ = [
     "DEFAULT_LISTEN_ADDRESS",
@@ -25,6 +25,7 @@ __all__ = [
     "default_config",
     "load_config",
     "load_yaml",
+    "parse_external_url",
     "parse_listen_address",
     "problem_line",
     "readable_file",

@@ -3,7 +3,7 @@
 A reload applies the new rules and every setting of ``collect``, ``discovery``,
 ``lifecycle``, ``platform``, ``rules`` and ``web.config_file`` at once. The settings in
 ``RESTART_ONLY`` (where ModelArts is and how to log in, the state file, the listen
-address, the shard) keep their old values until a restart; the reload says so.
+address and external URL, the shard) keep their old values until a restart; the reload says so.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from .schema import Config
 
-RESTART_ONLY = ("modelarts", "state", "shard", "web.listen_address")
+RESTART_ONLY = ("modelarts", "state", "shard", "web.listen_address", "web.external_url")
 """Keys (and sections) whose new value takes effect only after a restart."""
 
 
@@ -40,7 +40,9 @@ def restart_only(key: str) -> bool:
 
 def keep_restart_only(old: Config, new: Config) -> Config:
     """``new``, with the values of ``RESTART_ONLY`` taken from ``old``."""
-    web = new.web.model_copy(update={"listen_address": old.web.listen_address})
+    web = new.web.model_copy(
+        update={"listen_address": old.web.listen_address, "external_url": old.web.external_url}
+    )
     return new.model_copy(
         update={"modelarts": old.modelarts, "state": old.state, "shard": old.shard, "web": web}
     )

@@ -56,6 +56,8 @@ Relative paths are resolved against the directory of the configuration file.
     web:
       listen_address: 0.0.0.0:9958  # HOST:PORT; [::1]:9958 for IPv6; :9958 for all
       config_file: null             # exporter-toolkit web config (TLS, basic auth)
+      external_url: null            # the URL users reach the exporter at (links in alerts);
+                                    # null: http(s)://<listen host or host name>:<port>
     shard:
       index: 0                      # 0 <= index < count: this exporter's share of jobs
       count: 1                      # >= 1
@@ -93,11 +95,13 @@ from .values import (
     ResolvedPath,
     Seconds,
     Secret,
+    _external_url,
     _listen_address,
     _phase,
     _project_id,
     _regex,
     _verify_tls,
+    parse_external_url,
     parse_listen_address,
     parse_shard,
 )
@@ -299,6 +303,8 @@ class WebSettings(Section):
 
     listen_address: Annotated[str, AfterValidator(_listen_address)] = DEFAULT_LISTEN_ADDRESS
     config_file: ResolvedPath | None = None
+    external_url: Annotated[str | None, AfterValidator(_external_url)] = None
+    """Where users reach the exporter (links in alerts); None: derived from the address."""
 
     @property
     def listen_host(self) -> str:
@@ -354,6 +360,11 @@ class Config(Section):
         """A copy listening on ``address`` (``--web.listen-address``); ValueError if invalid."""
         parse_listen_address(address)
         web = self.web.model_copy(update={"listen_address": address})
+        return self.model_copy(update={"web": web})
+
+    def with_external_url(self, url: str) -> Config:
+        """A copy reached at ``url`` (``--web.external-url``); ValueError if invalid."""
+        web = self.web.model_copy(update={"external_url": parse_external_url(url)})
         return self.model_copy(update={"web": web})
 
     def with_shard(self, spec: str, hostname: str = "") -> Config:

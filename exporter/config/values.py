@@ -134,6 +134,25 @@ def parse_shard(spec: str, hostname: str = "") -> tuple[int, int]:
     return index, count
 
 
+def parse_external_url(url: str) -> str:
+    """``--web.external-url``: an absolute http(s) URL, returned without a trailing ``/``.
+
+    Raises ValueError saying what is wrong.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            "must be an absolute http:// or https:// URL, e.g. https://exporter.example.com/"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError("must not have a query or a fragment")
+    return url.strip().rstrip("/")
+
+
+def _external_url(value: str | None) -> str | None:
+    return None if value is None else parse_external_url(value)
+
+
 def _listen_address(value: str) -> str:
     parse_listen_address(value)
     return value

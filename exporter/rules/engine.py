@@ -58,6 +58,12 @@ Context = dict[str, tuple[float | None, float | None]]
 
 _NUMBERS = re.compile(NUM.encode())
 
+FIRST_LINES = 3
+"""How many first matching lines of each error marker a scan keeps."""
+
+LINE_TEXT_CHARS = 1000
+"""A kept line's text is cut to this many characters."""
+
 
 @dataclass(frozen=True, slots=True)
 class Loss:
@@ -91,6 +97,12 @@ class ScanResult:
     context: Context = field(default_factory=dict)
     """The step/epoch context lines in force at the end of the block (with what was
     handed in): pass it to the next ``scan`` of the same log."""
+    first_lines: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    """Error marker -> its first matching lines in the block, in order, at most
+    FIRST_LINES: (offset of the line's start in the normalized block, the line's text,
+    cut to LINE_TEXT_CHARS). Which error came first is what failure diagnosis reads."""
+    exit_code_line: tuple[int, str] | None = None
+    """The line that gave ``exit_code`` (offset and text, as in ``first_lines``)."""
 
 
 @dataclass(slots=True)
@@ -209,6 +221,7 @@ class RuleSet:
         for key, slot in state.last.items():
             if key == "exit_code":
                 result.exit_code = slot.value
+                result.exit_code_line = _line_at(data, slot.at[0])
             elif key == "loss":
                 result.loss = self._with_context(slot, state, carried)
             else:
@@ -232,6 +245,8 @@ class RuleSet:
         if rule.kind in {"error", "warning"}:
             lines = state.marker_lines.setdefault((rule.kind, rule.marker), set())
             lines.update(offset + line_end for line_end, _ in hits)
+            if rule.kind == "error" and hits:
+                _keep_first(state.result.first_lines, rule.marker, chunk, offset, hits)
         elif rule.kind == "context":
             self._take_context(index, chunk, [(offset + end, spans) for end, spans in hits], state)
         elif hits:
@@ -547,6 +562,38 @@ def _line_text(chunk: bytes, line_end: int, spans: Any) -> str:
     """The text of the line ending at ``line_end`` that holds the match ``spans``."""
     line_start = chunk.rfind(b"\n", 0, spans[0][0]) + 1
     return chunk[line_start:line_end].decode("utf-8", "replace")
+
+
+def _keep_first(
+    first: dict[str, list[tuple[int, str]]],
+    marker: str,
+    chunk: bytes,
+    offset: int,
+    hits: list[tuple[int, Any]],
+) -> None:
+    """Merge a rule's first matching lines in a chunk into the marker's first lines."""
+    kept = first.setdefault(marker, [])
+    for line_end, spans in hits[:FIRST_LINES]:
+        line_start = chunk.rfind(b"\n", 0, spans[0][0]) + 1
+        at = offset + line_start
+        if len(kept) >= FIRST_LINES and at >= kept[-1][0]:
+            break
+        if any(seen == at for seen, _ in kept):
+            continue
+        bisect.insort(kept, (at, _text(chunk, line_start, line_end)))
+        del kept[FIRST_LINES:]
+
+
+def _line_at(data: bytes, line_end: int) -> tuple[int, str]:
+    """(start, text) of the line of ``data`` that ends at ``line_end``."""
+    line_start = data.rfind(b"\n", 0, line_end) + 1
+    return line_start, _text(data, line_start, line_end)
+
+
+def _text(data: bytes, start: int, end: int) -> str:
+    """The text of ``data[start:end]``, cut to LINE_TEXT_CHARS (4 bytes a character at most)."""
+    raw = data[start : min(end, start + 4 * LINE_TEXT_CHARS)]
+    return raw.decode("utf-8", "replace")[:LINE_TEXT_CHARS]
 
 
 def _tally(result: ScanResult, name: str, matches: int, failures: int, seconds: float) -> None:

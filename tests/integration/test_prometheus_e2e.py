@@ -13,9 +13,11 @@ import json
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import yaml
+from browser import Page, dump_dom
 from promstack import (
     ALERTS,
     DASHBOARD,
@@ -32,6 +34,8 @@ from promstack import (
     variable_values,
     wait_for,
 )
+
+from modelarts_exporter.diagnosis import REASONS
 
 FAILED_JOB = "bert-large-finetune"
 COMPLETED_JOB = "yolov8-detect-coco"  # exit code 0
@@ -163,11 +167,60 @@ def test_failed_job_alert_reaches_webhook_with_job_name(stack: Stack) -> None:
     assert alert["labels"]["severity"] == "critical"
     assert alert["labels"]["job"] == EXPORTER_JOB
     assert FAILED_JOB in alert["annotations"]["summary"]
-    assert "exited with code 1." in alert["annotations"]["summary"]
     assert FAILED_JOB in alert["annotations"]["description"]
     # The whole notification as Alertmanager sent it names the job too.
     payload = next(p for p in stack.webhook.received() if alert in p["alerts"])
     assert payload["commonLabels"]["training_job_name"] == FAILED_JOB
+
+
+def test_the_delivered_alert_says_why_and_links_to_the_evidence(stack: Stack) -> None:
+    """The demo's job dies of a CUDA OOM: the alert Alertmanager delivers names the root
+    cause (labels and summary), carries its remedy, and links to the task on /jobs, where
+    the OOM's line is shown."""
+
+    def delivered() -> dict[str, Any] | None:
+        for alert in stack.webhook.alerts():
+            if alert["labels"].get("alertname") == "ModelArtsTaskFailed":
+                return alert
+        return None
+
+    alert = wait_for(delivered, timeout=40, what="ModelArtsTaskFailed", logs=stack.processes)
+    assert alert["labels"]["reason"] == "cuda_oom"
+    assert alert["labels"]["category"] == "resource"
+    assert alert["annotations"]["summary"].endswith("exited with code 1: cuda_oom.")
+    description = alert["annotations"]["description"]
+    assert "Root cause: cuda_oom (resource)." in description
+    assert REASONS["cuda_oom"].remedy in description
+    job_id = alert["labels"]["training_job_id"]
+    link = f"{stack.exporter_url}/jobs?" + urlencode(
+        {"training_job_id": job_id, "task_id": "worker-0"}
+    )
+    assert description.endswith(link)
+    status, body = http_get(link)
+    assert status == 200
+    assert b"Tried to allocate" in body
+
+
+def test_the_demos_failed_job_in_chromium(stack: Stack) -> None:
+    """What a person opening /jobs sees: the failed task, its reason, remedy and the OOM's
+    line, and the healthy jobs without a diagnosis."""
+
+    def failed_page() -> Page | None:
+        page = Page(dump_dom(f"{stack.exporter_url}/jobs"))
+        return page if "Tried to allocate" in page.visible() else None
+
+    page = wait_for(failed_page, timeout=40, what="the OOM on /jobs", logs=stack.processes)
+    failed = [
+        key for key in page.by_id if key.startswith("task-") and "cuda_oom" in page.visible(key)
+    ]
+    assert len(failed) == 1
+    task = page.visible(failed[0])
+    assert "cuda_oom (resource)" in task
+    assert REASONS["cuda_oom"].remedy in task
+    assert "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB" in task
+    assert "exit with 1" in task
+    assert "6 watched jobs" in page.visible()
+    assert f"{FAILED_JOB} Failed" in page.visible()
 
 
 def test_demo_fires_exactly_the_expected_alerts(stack: Stack) -> None:

@@ -408,9 +408,13 @@ def test_https_with_the_right_password_serves_metrics(tls_exporter: TLSExporter)
     names = {family.name for family in text_string_to_metric_families(response.text)}
     assert "modelarts_task_up" in names
     assert tls_exporter.password not in response.text
+    # With TLS, the default external URL (for the alerts' links) is https.
+    assert f'modelarts_exporter_web_info{{external_url="{tls_exporter.url}"}}' in response.text
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/", "/-/healthy", "/-/ready", "/nope"])
+@pytest.mark.parametrize(
+    "path", ["/metrics", "/", "/jobs", "/api/v1/jobs", "/-/healthy", "/-/ready", "/nope"]
+)
 @pytest.mark.parametrize(
     "credentials",
     [
@@ -454,7 +458,15 @@ def test_malformed_authorization_headers_are_refused(
 
 
 def test_the_right_password_opens_every_path(tls_exporter: TLSExporter) -> None:
-    for path, status in (("/", 200), ("/-/healthy", 200), ("/-/ready", 200), ("/nope", 404)):
+    paths = (
+        ("/", 200),
+        ("/jobs", 200),
+        ("/api/v1/jobs", 200),
+        ("/-/healthy", 200),
+        ("/-/ready", 200),
+        ("/nope", 404),
+    )
+    for path, status in paths:
         response = requests.get(
             f"{tls_exporter.url}{path}",
             verify=str(tls_exporter.ca),

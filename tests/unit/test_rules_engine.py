@@ -118,6 +118,44 @@ def test_chunk_size_does_not_change_what_is_found(
     assert expected.loss.value == 499
 
 
+def test_the_first_lines_of_each_error_marker_are_kept_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across chunks and across the rules that feed one marker: the earliest lines, at most
+    FIRST_LINES, each once, with their offsets; warnings keep none."""
+    rules = ruleset(tmp_path, MARKERS)
+    lines = [b"noise", b"slow step", b"alloc failed 1", b"x", b"out of memory 2"]
+    lines += [b"alloc failed and out of memory 3", b"out of memory 4", b"alloc failed 5"]
+    block = b"\n".join(lines) + b"\n"
+    starts = [block.index(line + b"\n") for line in lines]
+    for size in (1, 20, 4096):
+        monkeypatch.setattr(engine_module, "CHUNK_BYTES", size)
+        found = rules.scan(block)
+        assert found.first_lines == {
+            "oom": [
+                (starts[2], "alloc failed 1"),
+                (starts[4], "out of memory 2"),
+                (starts[5], "alloc failed and out of memory 3"),
+            ]
+        }
+        assert found.errors == {"oom": 5}
+
+
+def test_the_exit_code_line_is_reported(tmp_path: Path) -> None:
+    rules = ruleset(
+        tmp_path,
+        """
+        rules:
+          - name: code
+            kind: exit_code
+            pattern: 'exit with (?P<value>-?\\d+)'
+        """,
+    )
+    found = rules.scan(b"exit with 3\nrestart\nexit with 1\ndone\n")
+    assert found.exit_code == 1
+    assert found.exit_code_line == (20, "exit with 1")
+
+
 def test_the_prefilter_never_hides_a_match(tmp_path: Path) -> None:
     """The RE2 set only skips work: forcing every rule on every chunk finds the same."""
 
