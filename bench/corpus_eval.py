@@ -34,6 +34,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from modelarts_exporter.rules import RuleSet, ScanResult, load_rules
+from modelarts_exporter.rules.telemetry import GAUGES
+
+_TELEMETRY_METRICS = {gauge.concept: gauge.metric for gauge in GAUGES}
+_TELEMETRY_METRICS["step_duration_seconds"] = _TELEMETRY_METRICS["step_time"]
+_TELEMETRY_METRICS["eta_seconds"] = _TELEMETRY_METRICS["eta"]
 
 GOAL_EXIT, GOAL_LOSS, GOAL_F1 = 0.98, 0.95, 0.95
 
@@ -52,6 +57,8 @@ class Tally:
     tp: int = 0
     fp: int = 0
     fn: int = 0
+    telemetry: dict[str, list[int]] = field(default_factory=dict)
+    """Telemetry concept -> [right, labelled]."""
     misses: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -120,6 +127,20 @@ def evaluate(ruleset: RuleSet, log: Path, expected: dict[str, Any], tally: Tally
         else:
             misses.append(f"epoch: expected {_fmt(want_epoch)}, got {_fmt(got_epoch)}")
 
+    for concept, labelled in (expected.get("telemetry") or {}).items():
+        metric = _TELEMETRY_METRICS.get(concept)
+        if metric is None:
+            continue
+        want_value = _number(labelled)
+        gauge = result.gauges.get((metric, ()))
+        got_value = gauge[0] if gauge is not None else None
+        score = tally.telemetry.setdefault(concept, [0, 0])
+        score[1] += 1
+        if _same(want_value, got_value, rel=1e-3):
+            score[0] += 1
+        else:
+            misses.append(f"{concept}: expected {_fmt(want_value)}, got {_fmt(got_value)}")
+
     want_markers = {("error", m) for m in expected.get("errors", [])}
     want_markers |= {("warning", m) for m in expected.get("warnings", [])}
     got_markers = _markers(result)
@@ -180,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         f"  markers (micro)      precision {precision:.3f}  recall {recall:.3f}  F1 {f1:.3f}"
         f"   goal F1 >= 0.95   (tp {tally.tp}, fp {tally.fp}, fn {tally.fn})"
     )
+    if tally.telemetry:
+        right = sum(r for r, _ in tally.telemetry.values())
+        labelled = sum(n for _, n in tally.telemetry.values())
+        print(
+            f"  telemetry (last values) {_pct(right, labelled)}: "
+            + ", ".join(f"{c} {r}/{n}" for c, (r, n) in sorted(tally.telemetry.items()))
+        )
     if tally.misses:
         print(f"\nmisses ({len(tally.misses)} files):")
         base = args.corpus

@@ -38,14 +38,15 @@ SOURCE = "vocabulary"
 
 _SEP = r"['\"]?\)?\s*(?:::|=>>?|[:=\x{FF1A}]|\s+is\b)?\s*(?:tensor\(\s*)?[\[(]?\s*['\"]?"
 _VALUE = r"[-+]?(?:\d|\.\d|nan|inf)"
-_FRAME = r"\d+/\d+ ?(?:\[[\d:]+<[\d:?]+,\s*[\d.?]+\s*(?:s/it|it/s)|━)"
+_FRAME = r"\d+(?:/\d+)?[a-z]* ?(?:\[[\d:]+(?:<[\d:?]+)?,\s*[\d.?]+\s*(?:s/it|it/s)|━)"
 """A progress frame counting iterations: tqdm's ``n/total [elapsed<left, 1.5s/it``
 (not ``900 examples/s``: a dataset bar), Keras 3's ``n/total ━``."""
 
 _BY_UNIT = {
-    "step_time": r"\d\s?(?:us|ms|s)/(?:step|iter|batch)|" + _FRAME,
-    "samples_per_second": r"\d\s?(?:samples?|imgs?|images?|examples?|seqs?)/s(?:[^\]\w]|$)",
-    "tokens_per_second": r"\d\s?(?:tokens?|toks?|words?)/s(?:[^\]\w]|$)",
+    "step_time": r"\d\s?(?:us|ms|s)/(?:step|iter|batch)|\d\s?(?:steps?|it|iters?|batch(?:es)?)/s\b|"
+    + _FRAME,
+    "samples_per_second": r"\d[kKM]?\s?(?:samples?|imgs?|images?|examples?|seqs?)/s(?:[^\]\w]|$)",
+    "tokens_per_second": r"\d[kKM]?\s?(?:tokens?|toks?|words?)/s(?:[^\]\w]|$)",
     "device_flops": r"(?i)throughput[\w .\-/]*?" + _SEP + r"[-+]?\d[\d.]*\s?[TPG](?:[^\w]|$)",
     "eta": _FRAME,
     "total_steps": _FRAME,

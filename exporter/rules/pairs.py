@@ -38,7 +38,7 @@ _UNIT = (
 
 _PAIR = re.compile(
     r"(?<![\w'\"])['\"]?"
-    rf"(?P<key>{_WORD}(?: (?!is\b){_WORD}){{0,3}})['\"]?"
+    rf"(?P<key>{_WORD}(?: (?!is\b){_WORD}){{0,4}})['\"]?"
     r"(?:\s?\((?P<paren>[A-Za-z%/]{1,12})\))?"
     r"(?P<sep>\s*(?:::|=>>?|[:=\uff1a])\s*|\s+is\s+|\s+)"
     r"(?:"
@@ -49,6 +49,8 @@ _PAIR = re.compile(
     # a number, perhaps inside tensor([...]), brackets or quotes, perhaps N/T, perhaps a unit
     rf"|(?:tensor\(\s*)?[\[(]?\s*['\"]?(?P<num>{_NUM})"
     r"(?:\s*/\s*(?P<total>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))?"
+    # not the start of a date, a clock or a version: `2026-11-30`, `10:30:01`, `3.4.5`
+    r"(?!\d|\.\d|[-:/]\d)"
     rf"(?P<unit>{_UNIT})?"
     r")"
     # a position right after an integer value: `Epoch [1][240/735]`, `Epoch:[0/19](1600/24681)`,
@@ -59,22 +61,25 @@ _LEADING = re.compile(r"^\W{0,3}?(?P<n>\d+)(?:\s*/\s*(?P<t>\d+))?(?P<end>\s*(?:\
 """A line that starts with its position: ``190/446 (epoch 0), ...``, ``670 | loss 4.25``."""
 
 _FRAME = re.compile(
-    r"(?<![\w.])(?P<n>\d+)/(?P<t>\d+) ?(?:\[(?P<elapsed>[\d:]+)<(?P<left>[\d:?]+)"
+    r"(?<![\w.])(?P<n>\d+)(?:/(?P<t>\d+)|(?=[a-z]* ?\[[\d:]+,))[a-z]* ?"
+    r"(?:\[(?P<elapsed>[\d:]+)(?:<(?P<left>[\d:?]+))?"
     r",\s*(?P<rate>[\d.?]+|\?)\s*(?P<unit>s/it|it/s|[A-Za-z]+/s|s/[A-Za-z]+)|(?P<bar>━+))"
 )
-"""A progress frame: tqdm's ``n/total [elapsed<left, rate unit``, Keras 3's ``n/total ━━━``."""
+"""A progress frame: tqdm's ``n/total [elapsed<left, rate unit`` (``69it [01:18, 2.02it/s``
+when tqdm knows no total), Keras 3's ``n/total ━━━``."""
 
 _RATE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)\s?(us|µs|ms|s)/(step|iter|batch)\b")
 """A time per step without a key: Keras' ``454ms/step``."""
 _PER_SECOND = re.compile(
-    r"(?<![\w.])(\d+(?:\.\d+)?)\s?((?:tokens?|toks?|samples?|imgs?|images?|examples?|seqs?"
-    r"|sequences?|words?)/(?:s|sec))\b"
+    r"(?<![\w.])(\d+(?:\.\d+)?)([kKM]?)\s?((?:tokens?|toks?|samples?|imgs?|images?|examples?"
+    r"|seqs?|sequences?|words?)/(?:s|sec))\b"
 )
 """A throughput without a key: llm.c's ``53120 tok/s``."""
+_BAR_GLYPHS = "█▏▎▍▌▋▊▉━─╸╺ |:"
 _BAR = re.compile(r"\s*\d{1,3}%\s*\|[^|]*\|\s*$")
 """A tqdm bar before its frame: what is left before it describes the bar."""
 
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
 _SPLIT = re.compile(r"[\s_.\-@]+|(/)")
 
 
@@ -190,8 +195,8 @@ def find_pairs(line: str) -> list[Pair]:
             left = frame["left"] or "?"
             left_seconds = _clock_seconds(left) if "?" not in left else None
             start = frame.start()
-            total = float(frame["t"])
-            context = _BAR.sub("", line[max(0, start - 80) : start])[-60:].strip()
+            total = float(frame["t"]) if frame["t"] is not None else None
+            context = _BAR.sub("", line[:start])[-60:].strip(_BAR_GLYPHS)
             pairs.append(
                 Pair(
                     "n/t [",
@@ -233,7 +238,9 @@ def find_pairs(line: str) -> list[Pair]:
             at = rate_match.start()
             if any(begin <= at < end for begin, end in frame_spans):
                 continue  # a progress bar's rate: the bar decides what it counts
-            unit = rate_match.group(2)
-            pairs.append(Pair(unit, key_tokens(unit), float(rate_match.group(1)), at, unit=unit))
+            scale = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6}[rate_match.group(2)]
+            unit = rate_match.group(3)
+            amount = float(rate_match.group(1)) * scale
+            pairs.append(Pair(unit, key_tokens(unit), amount, at, unit=unit))
     pairs.sort(key=lambda pair: pair.start)
     return pairs

@@ -88,6 +88,11 @@ throughput is told apart by its unit)."""
 _SAMPLE_UNIT = re.compile(r"(?i)^(?:samples?|img|imgs|images?|examples?|ex|seqs?|sequences?)/s")
 _TOKEN_UNIT = re.compile(r"(?i)^(?:tokens?|tok|toks|words?)/s")
 _FLOP_SCALE = {"": 1.0, "k": 1e3, "g": 1e9, "t": 1e12, "p": 1e15, "e": 1e18}
+TIME_UNITS = frozenset(
+    {"s", "sec", "secs", "seconds", "ms", "us", "min", "mins", "minutes", "h", "hr", "hours"}
+)
+"""Time units a key may end with: ``eta_hours``, ``iter_time_ms``."""
+
 _TIME_SCALE = {
     "": 1.0,
     "s": 1.0,
@@ -101,17 +106,18 @@ _TIME_SCALE = {
     "mins": 60.0,
     "minutes": 60.0,
     "h": 3600.0,
+    "hr": 3600.0,
     "hour": 3600.0,
     "hours": 3600.0,
     "day": 86400.0,
     "days": 86400.0,
 }
+_BAR_GLYPHS = "█▏▎▍▌▋▊▉━─╸╺ |:[]()-*"
 _BAR_NOT_TRAINING = re.compile(
-    r"(?i)val|eval|test|predict|infer|generat|map\b|load|download|token|shard|process|filter"
+    r"(?i)val|eval|test|predict|infer|generat|map\b|map\d|load|download|token|shard|process|filter"
     r"|sampl|convert|extract|fetch|compil|prepar|build|cach|read|writ|sav|upload|resolv"
     r"|encod|decod|preproc|collat|export|warm|calib|benchmark|profil|quantiz|merg|index"
 )
-_BAR_TRAINING = re.compile(r"(?i)train|step|iter|epoch|fit|tun|batch|updat|optimi")
 
 
 def bar_kind(context: str) -> str:
@@ -122,9 +128,7 @@ def bar_kind(context: str) -> str:
         return "other"
     if "epoch" in context.lower():
         return "epoch"
-    if not context.strip(" :|[]()-*") or _BAR_TRAINING.search(context):
-        return "training"
-    return "other"
+    return "training"  # an unnamed bar, or named for training (Train:, steps:, Iter ...)
 
 
 def _time_scale(unit: str) -> float | None:
@@ -160,7 +164,7 @@ def value_of(concept: str, pair: Pair) -> tuple[str, float] | None:
         return concept, value
     if concept == "step_time":
         if pair.seconds is not None:
-            return concept, pair.seconds
+            return None  # a clock (`time: 10:30:01`), not the time of a step
         if "/" in unit:
             seconds = step_seconds_of_rate(pair)
             return (concept, seconds) if seconds is not None else None
@@ -170,6 +174,8 @@ def value_of(concept: str, pair: Pair) -> tuple[str, float] | None:
         if not math.isfinite(value) or value <= 0:
             return None
         return "step_time", 1.0 / value
+    if "/" in unit and (seconds := step_seconds_of_rate(pair)) is not None:
+        return "step_time", seconds  # `speed: 1.79 step/s`
     if concept == "eta":
         if pair.seconds is not None:
             return concept, pair.seconds

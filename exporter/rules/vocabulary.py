@@ -32,13 +32,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import re2
 
 from .pairs import Pair, find_pairs, key_tokens
-from .telemetry import KEY_CONCEPTS, bar_kind, step_seconds_of_rate, value_of
+from .telemetry import KEY_CONCEPTS, TIME_UNITS, bar_kind, step_seconds_of_rate, value_of
 
 CONCEPTS: dict[str, str] = {
     "loss": "the training loss of a step",
@@ -112,7 +112,7 @@ _STRICT_HEADS = frozenset({"cost"})
 """Loss words that are a loss only alone or with a training/running modifier: ``Cost 2.3``
 (PaddlePaddle v1), never ``time cost``, ``batch_cost`` or ``reader_cost``."""
 
-_FILLER = frozenset({"so", "far", "now", "currently", "here", "this", "at"})
+_FILLER = frozenset({"so", "far", "now", "currently", "here", "this", "at", "to"})
 """Words a sentence-like key may end with after its head: ``avg loss so far``."""
 
 _PER_DEVICE = frozenset({"gpu", "npu", "device", "rank", "card", "chip", "core", "worker"})
@@ -135,6 +135,8 @@ class Meaning:
     """The key says ``train``: the line's evaluation context does not apply to it."""
     ignored: bool = False
     """A key of the concept that is not its current value (``best_loss``, ``max_steps``)."""
+    unit: str = ""
+    """A time unit the key ends with (``eta_hours``, ``iter_time_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,9 @@ class Vocabulary:
         return meaning
 
     def _classify(self, tokens: tuple[str, ...]) -> Meaning | None:
+        whole = self._match(tokens) if "/" in tokens[1:-1] else None
+        if whole is not None and any("/" in e for e in self.keys[whole[0]] if e[-1] == tokens[-1]):
+            return self._judge(*whole)  # an entry that holds the slash: `time/batch`, `img/s`
         if "/" in tokens[1:-1]:
             # a namespace (`actor/loss`, `eval/loss`, `train/grad_norm`): the name after
             # the last `/` says what the value is, the namespace may say eval or train
@@ -245,10 +250,28 @@ class Vocabulary:
         return self._classify_name(tokens)
 
     def _classify_name(self, tokens: tuple[str, ...]) -> Meaning | None:
+        if len(tokens) > 1 and tokens[-1] in TIME_UNITS:
+            timed = self._classify_name(tokens[:-1])
+            if timed is not None and timed.concept in ("step_time", "eta"):
+                return Meaning(
+                    timed.concept,
+                    timed.eval,
+                    timed.rank,
+                    False,
+                    timed.train,
+                    timed.ignored,
+                    unit=tokens[-1],
+                )
         while len(tokens) > 1 and tokens[-1] in _FILLER:
             tokens = tokens[:-1]  # `avg loss so far is 0.02`
-        if len(tokens) > 2 and tokens[-2] == "per" and tokens[-1] in _PER_DEVICE:
-            tokens = tokens[:-2]  # a rate per device is still the rate (as printed)
+        if "per" in tokens[:-1]:  # a rate per device is still the rate (as printed)
+            kept: list[str] = []
+            for token in tokens:
+                if kept and kept[-1] == "per" and token in _PER_DEVICE:
+                    kept.pop()
+                else:
+                    kept.append(token)
+            tokens = tuple(kept)
         if not tokens:
             return None
         if len(tokens) > 1 and tokens[-1] in _TRAILING:
@@ -310,20 +333,20 @@ class Vocabulary:
                 head in _STRICT_HEADS and any(t not in _LOSS_RANK0 | _RUNNING for t in prefix)
             ):
                 return Meaning(concept, evaluation, 3, ignored=True)
-            if evaluation:
-                return Meaning(concept, True, 0)
+            prefix = tuple(t for t in prefix if t not in self.eval_words)
             if all(t in _LOSS_RANK0 or "训练" in t for t in prefix):
                 rank = 0
             elif any(t in _RUNNING for t in prefix):
                 rank = 2
             else:
                 rank = 1
-            return Meaning(concept, False, rank, train=train)
+            return Meaning(concept, evaluation, rank, train=train)
         if concept in ("step", "epoch", "batch"):
             ignored = any(t in _NOT_CURRENT_POSITION for t in prefix)
             return Meaning(concept, evaluation, 0, plural, train, ignored)
         ignored = any(t in _NOT_CURRENT_TELEMETRY for t in prefix)
-        return Meaning(concept, evaluation, 0, plural, train, ignored)
+        rank = RUNNING_RANK if any(t in _RUNNING for t in prefix) else 0
+        return Meaning(concept, evaluation, rank, plural, train, ignored)
 
     # --- lines -------------------------------------------------------------------------
 
@@ -356,7 +379,7 @@ class Vocabulary:
         positions: dict[str, list[Position]] = {"step": [], "batch": [], "frame": []}
         epochs: list[Position] = []
         frames: list[Pair] = []
-        telemetry: list[tuple[str, Pair]] = []
+        telemetry: list[tuple[str, Pair, int]] = []
         for pair in pairs:
             if pair.tokens[0] == "frame":
                 if pair.tokens == ("frame",):
@@ -383,7 +406,8 @@ class Vocabulary:
             elif evaluation:
                 continue
             elif meaning.concept in KEY_CONCEPTS:
-                telemetry.append((meaning.concept, pair))
+                timed = replace(pair, unit=meaning.unit) if meaning.unit and not pair.unit else pair
+                telemetry.append((meaning.concept, timed, meaning.rank))
             elif meaning.concept in positions:
                 if meaning.plural and pair.total is None:
                     continue
@@ -394,11 +418,12 @@ class Vocabulary:
                 epochs.append(Position(pair.value, pair.total, pair.start))
         if best_eval is not None:
             facts.eval_loss = best_eval[1]
-        if line_eval is None and (telemetry or frames):
+        if line_eval is None and telemetry and best is None:
             line_eval = self.eval_context(line)
-        if not line_eval:
-            per_epoch = any(e.total is not None for e in epochs)
-            _telemetry(facts, telemetry, frames, positions, best is not None, per_epoch)
+        if line_eval and best is None:
+            telemetry = []  # an evaluation line: its throughput and times are evaluation's
+        per_epoch = any(e.total is not None for e in epochs)
+        _telemetry(facts, telemetry, frames, positions, best is not None, per_epoch)
         if best is None:
             return facts
         chosen = [p for p in facts.training_losses if p.tokens == best[1]][-1]
@@ -475,7 +500,7 @@ evaluation line as a whole)."""
 
 def _telemetry(
     facts: LineFacts,
-    pairs: Sequence[tuple[str, Pair]],
+    pairs: Sequence[tuple[str, Pair, int]],
     frames: Sequence[Pair],
     positions: dict[str, list[Position]],
     has_loss: bool,
@@ -485,10 +510,12 @@ def _telemetry(
     counts training steps (or the line prints a training loss). A step's total beside an
     epoch's (``Epoch:[1/2], step:[1/19]``) counts the steps of an epoch: not the plan."""
     values = facts.telemetry
-    for concept, pair in pairs:
+    ranks: dict[str, int] = {}
+    for concept, pair, rank in pairs:
         found = value_of(concept, pair)
-        if found is not None:
-            values[found[0]] = found[1]
+        if found is not None and rank <= ranks.get(found[0], rank):
+            values[found[0]] = found[1]  # the last of the best keys: current before average
+            ranks[found[0]] = rank
     for frame in frames:
         kind = bar_kind(frame.context) if frame.context or frame.key == "n/t [" else "training"
         if kind == "other" and not has_loss:

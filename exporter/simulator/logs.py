@@ -173,12 +173,20 @@ def megatron_iteration(
     loss_scale: float,
     grad_norm: float | None,
     skipped: int,
+    tflops: float | None = None,
+    seq_length: int = 2048,
+    gpus: int = 16,
 ) -> str:
-    """A Megatron-LM ``training_log`` line; a skipped iteration prints no loss or grad norm."""
+    """A Megatron-LM ``training_log`` line (the Megatron-DeepSpeed flavour, with its
+    throughput fields); a skipped iteration prints no loss or grad norm."""
     parts = [
         f" iteration {iteration:8d}/{train_iters:8d} |",
         f" consumed samples: {consumed:12d} |",
         f" elapsed time per iteration (ms): {elapsed_ms:.1f} |",
+    ]
+    if tflops is not None:
+        parts.append(f" throughput per GPU (TFLOP/s/GPU): {tflops:.1f} |")
+    parts += [
         f" learning rate: {lr:.3E} |",
         f" global batch size: {global_batch:5d} |",
     ]
@@ -189,6 +197,10 @@ def megatron_iteration(
         parts.append(f" grad norm: {grad_norm:.3f} |")
     parts.append(f" number of skipped iterations: {skipped:3d} |")
     parts.append(f" number of nan iterations: {0:3d} |")
+    if elapsed_ms > 0:
+        samples = global_batch / (elapsed_ms / 1000)
+        parts.append(f" samples per second: {samples:.3f} |")
+        parts.append(f" tokens per gpu per second (tgs): {samples * seq_length / gpus:.1f} |")
     return "".join(parts) + "\n"
 
 
@@ -303,9 +315,11 @@ def hf_trainer_stream(
     total_steps: int = 60_000,
     step_seconds: float = 0.4,
     logging_steps: int = 5,
+    eval_steps: int = 500,
 ) -> LineStream:
     """The main process of an HF ``Trainer`` SFT run: a tqdm frame per step (``\\r``,
-    no newline) with a loss dict glued on every ``logging_steps``, plus noise lines."""
+    no newline) with a loss dict glued on every ``logging_steps``, an evaluation dict every
+    ``eval_steps``, plus noise lines."""
     rng = seeded(seed)
     command = (
         f"python {JOB_DIR}/code/train_sft.py --model_name_or_path /cache/models/Qwen2-7B "
@@ -358,9 +372,20 @@ def hf_trainer_stream(
                 "loss": round(_decaying(rng, step, 1.95, 0.85, 4000), 4),
                 "grad_norm": abs(rng.gauss(1.1, 0.3)) + 0.15,
                 "learning_rate": _cosine_lr(step, 2e-5, 100, total_steps),
+                "mfu": round(rng.gauss(0.41, 0.01), 4),
                 "epoch": round(step / steps_per_epoch, 2),
             }
             text += f"{logs}\n"
+            if step % eval_steps == 0:
+                runtime = rng.uniform(38.0, 44.0)
+                evaluation = {
+                    "eval_loss": round(_decaying(rng, step, 2.05, 1.02, 4000), 4),
+                    "eval_runtime": round(runtime, 4),
+                    "eval_samples_per_second": round(2600 / runtime, 3),
+                    "eval_steps_per_second": round(82 / runtime, 3),
+                    "epoch": logs["epoch"],
+                }
+                text += f"{evaluation}\n"
             if rng.random() < 0.2:
                 shard = rng.randrange(64)
                 text += (
@@ -538,9 +563,11 @@ def megatron_last_rank_stream(
     iteration_seconds: float = 1.5,
     train_iters: int = 250_000,
     global_batch: int = 512,
+    eval_interval: int = 200,
 ) -> LineStream:
-    """The last node of a Megatron job: an iteration line per iteration (log interval 1).
-    fp16 dynamic loss scaling now and then skips an iteration (no loss, scale halves)."""
+    """The last node of a Megatron job: an iteration line per iteration (log interval 1),
+    a validation block every ``eval_interval``. fp16 dynamic loss scaling now and then
+    skips an iteration (no loss, scale halves)."""
     rng = seeded(seed + f":{info.index}")
     yield from _megatron_setup(rng, start, info)
     times = _iteration_times(
@@ -567,7 +594,15 @@ def megatron_last_rank_stream(
             loss_scale=loss_scale,
             grad_norm=None if skipped else abs(rng.gauss(0.9, 0.25)) + 0.1,
             skipped=int(skipped),
+            tflops=rng.gauss(182.0, 4.0) * iteration_seconds / max(t - previous, 0.1),
         )
+        if iteration % eval_interval == 0:
+            value = _decaying(rng, iteration, 11.0, 2.6, 700)
+            rule = "-" * 100
+            line += (
+                f"{rule}\n validation loss at iteration {iteration} | lm loss value: "
+                f"{value:.6E} | lm loss PPL: {math.exp(min(value, 50)):.6E} |\n{rule}\n"
+            )
         previous = t
         yield t, line.encode()
 

@@ -61,6 +61,12 @@ def test_positions_totals_and_units() -> None:
     assert (megatron.key, megatron.unit) == ("elapsed time per iteration", "ms")
 
 
+def test_dates_clocks_and_versions_are_no_values() -> None:
+    assert find_pairs('time="2026-11-26T10:00:01+08:00" level=info') == []
+    assert find_pairs("version 3.4.5, date 2025/03/18") == []
+    assert _pairs("Loss for final step: 0.0123.") == [("Loss for final step", 0.0123, None)]
+
+
 def test_durations_are_seconds() -> None:
     eta = find_pairs("eta: 3:02:11  iter: 1219")[0]
     assert (eta.key, eta.seconds) == ("eta", 3 * 3600 + 2 * 60 + 11)
