@@ -409,6 +409,17 @@ def _rules(args: argparse.Namespace) -> int:
         return _problems(exc.problems)
     files = len({rule.source.split(": rules[")[0] for rule in rules})
     if args.rules_command == "check":
+        from .rules.cost import rule_cost_warnings
+        from .rules.loader import default_rules_dir
+
+        shipped_dir = str(default_rules_dir())
+        yours = [
+            r for r in rules if r.source != "vocabulary" and not r.source.startswith(shipped_dir)
+        ]
+        shipped = [r for r in rules if r not in yours]
+        for warning in rule_cost_warnings(shipped, yours):
+            kind = "note" if warning.startswith("cost: ") else "warning"
+            print(f"{kind}: {warning.removeprefix('cost: ')}", file=sys.stderr)
         print(f"ok: {len(rules)} rules in {_plural(files, 'file')}")
         return EXIT_OK
     failures = RuleSet(rules).check_examples()

@@ -673,3 +673,22 @@ def test_one_trailing_newline_of_a_credential_is_ignored(
     values = (credentials.token, credentials.secret_key, credentials.password)
     assert all(not value or value.isprintable() for value in values)
     assert credentials.username in ("", "monitoring")
+
+
+def test_rules_check_tells_what_your_rules_cost(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    costly = tmp_path / "costly.yml"
+    costly.write_text("rules:\n  - {name: costly, kind: error, pattern: 'a.{40}Z'}\n")
+    cheap = tmp_path / "cheap.yml"
+    cheap.write_text("rules:\n  - {name: cheap, kind: error, pattern: 'checkpoint saved'}\n")
+    assert main(["rules", "check", str(costly)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {costly}: rules[0] (costly): pattern: an RE2 program of " in err
+    assert "Bounded repetitions such as .{40} are the usual cause" in err
+    assert "note: " in err
+    assert "MB/s with your 1 rule, " in err
+    assert main(["rules", "check", str(cheap)]) == 0
+    assert "RE2 program" not in capsys.readouterr().err
+    assert main(["rules", "check"]) == 0  # the shipped rules alone: nothing to measure
+    assert capsys.readouterr().err == ""
