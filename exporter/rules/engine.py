@@ -3,7 +3,14 @@
 No loop of every rule over every line: the block is cut into chunks of whole lines, one
 RE2 set match per chunk says which rules can match in it at all, and only those rules
 search that chunk, each with one linear-time scan. Most chunks of a training log hold
-loss lines and noise, so most rules never run on most of the text.
+loss lines and noise, so most rules never run on most of the text. Chunks are ranges of
+the block (no copies); Python code runs per chunk and per matching line, never for a line
+no rule matches.
+
+``unless``: a marker rule whose ``unless`` rejects most of its matching lines would visit
+each of those lines in Python. Instead, from the start of a line that the pattern
+matches, one anchored RE2 match skips the whole run of consecutive lines that ``unless``
+matches: Python work per run of rejected lines, not per line.
 
 Counting: a marker counts each line where one of its rules matches
 once; value rules (exit code, loss, gauges) keep the value of the last line that
@@ -17,7 +24,7 @@ import bisect
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +37,10 @@ from .vocabulary import RUNNING_RANK
 _UNANCHORED = re2._Anchor.UNANCHORED
 _ANCHOR_START = re2._Anchor.ANCHOR_START
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = 16 * 1024
+"""Roughly how much text one set match covers. A rule the set match names searches the
+whole chunk: small chunks keep that short (a marker every few hundred lines costs a
+search of 16 KiB, not 64), and the set match costs about the same per byte either way."""
 
 _MAX_FRUITLESS = 128
 """A vocabulary gauge reads at most this many candidate lines that give it nothing, from
@@ -43,11 +53,13 @@ at most this many candidate lines before it."""
 
 _BACKWARD_BYTES = 4096
 """How much a last-value rule reads first, from the end of a chunk (then 4x more)."""
-"""Roughly how much text one set match covers."""
 
 SET_MAX_MEM = 64 << 20
 """Memory budget of the set prefilter's automaton (RE2's default is 8 MiB): with many
 rules its DFA states are large, and a DFA out of memory would report no match at all."""
+
+RUN_MAX_MEM = 16 << 20
+"""Memory budget of each run-of-lines pattern (``unless``, above)."""
 
 Labels = tuple[tuple[str, str], ...]
 SeriesKey = tuple[str, Labels]
@@ -103,6 +115,10 @@ class ScanResult:
     cut to LINE_TEXT_CHARS). Which error came first is what failure diagnosis reads."""
     exit_code_line: tuple[int, str] | None = None
     """The line that gave ``exit_code`` (offset and text, as in ``first_lines``)."""
+    first_line_index: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(severity, marker) -> index (from 0) of the first line of the block where that
+    marker counted, lines cut at ``\\r\\n``, ``\\r`` and ``\\n``; only for the markers
+    ``scan`` was asked about (``first_line_of``)."""
 
 
 @dataclass(slots=True)
@@ -158,7 +174,7 @@ class RuleSet:
             for rule in self.rules:
                 rule_set.Add("(?m)" + rule.pattern)
             rule_set.Compile()
-            self._set = rule_set
+            self._set = rule_set._set.Match  # the C++ call itself: once per chunk
         index = {rule.name: i for i, rule in enumerate(self.rules)}
         feeders: dict[int, list[int]] = {}
         for i, rule in enumerate(self.rules):
@@ -175,11 +191,27 @@ class RuleSet:
         """Rules that keep only the last value: they read backwards from the end."""
         self._losses = frozenset(i for i, rule in enumerate(self.rules) if rule.kind == "loss")
         """Loss rules: every line's loss counts (``loss_values``); read forwards."""
+        self._unless: dict[int, tuple[Any, Any]] = {}
+        """Marker rules with ``unless`` -> (their pattern's search, runs of lines matching
+        ``unless``), see the module's docstring."""
+        for i, rule in enumerate(self.rules):
+            if rule.kind in ("error", "warning") and rule.unless is not None and not rule.extract:
+                runs = _line_runs(rule.unless.pattern)
+                if runs is not None:
+                    self._unless[i] = ((rule.finder or rule.regex)._regexp.Match, runs)
 
-    def scan(self, block: bytes, *, context: Mapping[str, Any] | None = None) -> ScanResult:
+    def scan(
+        self,
+        block: bytes,
+        *,
+        context: Mapping[str, Any] | None = None,
+        first_line_of: Collection[tuple[str, str]] = (),
+    ) -> ScanResult:
         """Run every rule over the lines of ``block`` (raw log bytes).
 
         ``context``: the ``ScanResult.context`` of the previous block of the same log.
+        ``first_line_of``: (severity, marker) pairs whose first line in the block to report
+        in ``ScanResult.first_line_index`` (each costs a count of the lines before it).
         """
         result = ScanResult()
         carried = _carried(context)
@@ -187,9 +219,12 @@ class RuleSet:
             result.context = carried
             return result
         data = normalize(block)
+        view = memoryview(data)
         state = _State(result)
         size = len(data)
-        chunks: list[tuple[int, bytes, frozenset[int]]] = []
+        chunks: list[tuple[int, int, list[int]]] = []
+        """The chunks where some rule can match: (start, end, those rules, sorted)."""
+        match_set, last_only, losses = self._set, self._last_only, self._losses
         start = 0
         while start < size:
             end = (
@@ -199,25 +234,30 @@ class RuleSet:
             )
             if end <= start:  # one line longer than a chunk
                 end = data.find(b"\n", start + CHUNK_BYTES) + 1 or size
-            chunk = data[start:end]
             t0 = time.perf_counter()
-            hits = frozenset(self._set.Match(chunk) or ())
+            hits: list[int] = match_set(view[start:end])
             result.prefilter_seconds += time.perf_counter() - t0
-            chunks.append((start, chunk, hits))
-            for index in sorted(hits - self._last_only - self._losses):
-                self._run(index, chunk, start, state)
-            if hits & self._losses:
-                self._run_losses(sorted(hits & self._losses), chunk, start, state)
+            if hits:
+                hits.sort()
+                chunks.append((start, end, hits))
+                for index in hits:
+                    if index not in last_only and index not in losses:
+                        self._run(index, data, start, end, state)
+                loss_rules = [index for index in hits if index in losses]
+                if loss_rules:
+                    self._run_losses(loss_rules, data, start, end, state)
             start = end
         self._last_loss(state)
-        for index in sorted(self._last_only):
-            for offset, chunk, hits in reversed(chunks):
-                if index in hits and self._run_last(index, chunk, offset, state):
+        for index in sorted(last_only):
+            for start, end, hits in reversed(chunks):
+                if index in hits and self._run_last(index, data, start, end, state):
                     break
-        for (severity, marker), lines in state.marker_lines.items():
+        for key, lines in state.marker_lines.items():
             if lines:
-                counts = result.errors if severity == "error" else result.warnings
-                counts[marker] = len(lines)
+                counts = result.errors if key[0] == "error" else result.warnings
+                counts[key[1]] = len(lines)
+                if key in first_line_of:
+                    result.first_line_index[key] = _line_index(block, data, min(lines))
         for key, slot in state.last.items():
             if key == "exit_code":
                 result.exit_code = slot.value
@@ -229,39 +269,50 @@ class RuleSet:
         result.context = self._context_out(state, carried)
         return result
 
-    def _run(self, index: int, chunk: bytes, offset: int, state: _State) -> None:
-        """One rule over one chunk: each matching line once.
+    def _run(self, index: int, data: bytes, start: int, end: int, state: _State) -> None:
+        """One rule over one chunk (``data[start:end]``, whole lines): each matching line
+        once.
 
         Lines are told apart by the offset of their end. Value rules only parse what they
         keep: the last usable value (per label set), walking back from the last match.
         """
         rule = self.rules[index]
         t0 = time.perf_counter()
-        hits = _matching_lines(rule, chunk, 0, len(chunk))
-        if rule.extract is not None and rule.kind in {"error", "warning"}:
-            hits = [hit for hit in hits if rule.extract(_line_text(chunk, *hit))]
-        matches = len(hits)
         failures = 0
+        unless = self._unless.get(index)
+        if unless is not None:
+            ends = _lines_unless(unless, data, start, end)
+            state.marker_lines.setdefault((rule.kind, rule.marker), set()).update(ends)
+            if rule.kind == "error" and ends:
+                _keep_first(state.result.first_lines, rule.marker, data, ends)
+            _tally(state.result, rule.name, len(ends), failures, time.perf_counter() - t0)
+            return
+        hits = _matching_lines(rule, data, start, end)
+        if rule.extract is not None and rule.kind in {"error", "warning"}:
+            hits = [hit for hit in hits if rule.extract(_line_text(data, *hit))]
+        matches = len(hits)
         if rule.kind in {"error", "warning"}:
             lines = state.marker_lines.setdefault((rule.kind, rule.marker), set())
-            lines.update(offset + line_end for line_end, _ in hits)
+            lines.update(line_end for line_end, _ in hits)
             if rule.kind == "error" and hits:
-                _keep_first(state.result.first_lines, rule.marker, chunk, offset, hits)
+                _keep_first(state.result.first_lines, rule.marker, data, [end for end, _ in hits])
         elif rule.kind == "context":
-            self._take_context(index, chunk, [(offset + end, spans) for end, spans in hits], state)
+            self._take_context(index, data, hits, state)
         elif hits:
-            failures = self._take_values(rule, index, chunk, offset, hits, state)
+            failures = self._take_values(rule, index, data, hits, state)
         _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
 
-    def _run_losses(self, indices: list[int], chunk: bytes, offset: int, state: _State) -> None:
-        """The loss rules that can match in one chunk, forwards: each line's loss from the
-        first rule (in load order) that gives one there."""
+    def _run_losses(
+        self, indices: list[int], chunk: bytes, start: int, end: int, state: _State
+    ) -> None:
+        """The loss rules that can match in one chunk (``chunk[start:end]``), forwards:
+        each line's loss from the first rule (in load order) that gives one there."""
         taken: dict[int, _LossLine] = {}
         for index in indices:
             rule = self.rules[index]
             t0 = time.perf_counter()
             matches = failures = 0
-            for line_end, spans in _matching_lines(rule, chunk, 0, len(chunk)):
+            for line_end, spans in _matching_lines(rule, chunk, start, end):
                 if line_end in taken:
                     continue
                 if rule.extract_fast is not None:
@@ -271,7 +322,7 @@ class RuleSet:
                         continue
                     value, rank = fast
                     taken[line_end] = _LossLine(
-                        offset + line_end, index, value, rank, None, chunk, line_end, spans
+                        line_end, index, value, rank, None, chunk, line_end, spans
                     )
                 else:
                     try:
@@ -280,7 +331,7 @@ class RuleSet:
                         failures += 1
                         continue
                     taken[line_end] = _LossLine(
-                        offset + line_end, index, loss.value, 0, loss, chunk, line_end, spans
+                        line_end, index, loss.value, 0, loss, chunk, line_end, spans
                     )
                 matches += 1
             _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
@@ -312,21 +363,23 @@ class RuleSet:
             loss = taken[0] if taken is not None else Loss(chosen.value)
         _keep_last(state.last, "loss", (chosen.at, -chosen.index), loss)
 
-    def _run_last(self, index: int, chunk: bytes, offset: int, state: _State) -> bool:
-        """A last-value rule over one chunk, from its end backwards: the latest matching
-        line with a usable value wins, and the lines before it are never read.
+    def _run_last(self, index: int, chunk: bytes, start: int, end: int, state: _State) -> bool:
+        """A last-value rule over one chunk (``chunk[start:end]``), from its end backwards:
+        the latest matching line with a usable value wins, and the lines before it are
+        never read.
 
         Returns whether to stop: a value was found, or the rule gave up on the block.
         Only the lines read count as matches.
         """
         rule = self.rules[index]
         t0 = time.perf_counter()
-        hi = len(chunk)
+        hi = end
         span = _BACKWARD_BYTES
         matches = failures = 0
         found = False
-        while hi > 0 and not found:
-            lo = 0 if hi <= span else chunk.rfind(b"\n", 0, hi - span) + 1
+        while hi > start and not found:
+            cut = -1 if hi - start <= span else chunk.rfind(b"\n", start, hi - span)
+            lo = start if cut < 0 else cut + 1
             hits = _matching_lines(rule, chunk, lo, hi)
             for line_end, spans in reversed(hits):
                 if rule.extract is not None:  # a gauge of the vocabulary
@@ -339,7 +392,7 @@ class RuleSet:
                         continue
                     matches += 1
                     slot = ("gauge", (rule.metric, ()))
-                    _keep_last(state.last, slot, (offset + line_end, -index), (value, rule.name))
+                    _keep_last(state.last, slot, (line_end, -index), (value, rule.name))
                     found = True
                     break
                 try:
@@ -349,7 +402,7 @@ class RuleSet:
                     failures += 1
                     continue
                 matches += 1
-                _keep_last(state.last, slot, (offset + line_end, -index), value)
+                _keep_last(state.last, slot, (line_end, -index), value)
                 found = True
                 break
             hi = lo
@@ -362,12 +415,11 @@ class RuleSet:
         rule: Rule,
         index: int,
         chunk: bytes,
-        offset: int,
         hits: list[tuple[int, Any]],
         state: _State,
     ) -> int:
-        """Values from the matching lines of one chunk (line ends relative to the chunk,
-        which starts at ``offset`` in the block); returns the unusable ones."""
+        """Values from the matching lines of one chunk (line ends are offsets in the block
+        ``chunk``); returns the unusable ones."""
         failures = 0
         result = state.result
         if rule.kind == "counter":
@@ -384,7 +436,7 @@ class RuleSet:
             return failures
         if rule.extract is not None:  # the vocabulary's loss or a gauge, in an example
             for line_end, spans in reversed(hits):
-                at = (offset + line_end, -index)
+                at = (line_end, -index)
                 if rule.kind == "loss":
                     taken = _extracted(rule, chunk, line_end, spans)
                     if taken is not None:
@@ -406,7 +458,7 @@ class RuleSet:
             except ValueError:
                 failures += 1
                 continue
-            _keep_last(state.last, slot, (offset + line_end, -index), value)
+            _keep_last(state.last, slot, (line_end, -index), value)
             done.add(labels)
             if not rule.labels:
                 break
@@ -520,7 +572,7 @@ class RuleSet:
         if line.count(b"\n") > 1:
             return "an example is one line"
         state = _State(ScanResult())
-        self._run(index, line, 0, state)
+        self._run(index, line, 0, len(line), state)
         result = state.result
         matched = result.rule_matches.get(rule.name, 0) > 0
         if rule.extract is not None and rule.kind not in ("error", "warning"):
@@ -568,14 +620,14 @@ def _keep_first(
     first: dict[str, list[tuple[int, str]]],
     marker: str,
     chunk: bytes,
-    offset: int,
-    hits: list[tuple[int, Any]],
+    line_ends: list[int],
 ) -> None:
-    """Merge a rule's first matching lines in a chunk into the marker's first lines."""
+    """Merge a rule's first matching lines in a chunk (their ends, in order) into the
+    marker's first lines."""
     kept = first.setdefault(marker, [])
-    for line_end, spans in hits[:FIRST_LINES]:
-        line_start = chunk.rfind(b"\n", 0, spans[0][0]) + 1
-        at = offset + line_start
+    for line_end in line_ends[:FIRST_LINES]:
+        line_start = chunk.rfind(b"\n", 0, line_end) + 1
+        at = line_start
         if len(kept) >= FIRST_LINES and at >= kept[-1][0]:
             break
         if any(seen == at for seen, _ in kept):
@@ -637,6 +689,64 @@ def _matching_lines(rule: Rule, chunk: bytes, lo: int, hi: int) -> list[tuple[in
                 continue
         hits.append((line_end, spans))
     return hits
+
+
+def _line_runs(pattern: str) -> Any:
+    """An RE2 pattern that matches, from a line start, the run of whole consecutive lines
+    (each with its ``\\n``) where ``pattern`` matches; its ``Match``, or None if RE2 refuses
+    it. ``never_nl`` keeps ``pattern`` and ``[^\\n]`` on one line; ``\\C`` (one byte)
+    followed by a line start is the line's ``\\n``. Without capture groups, RE2 finds the
+    run with its DFA alone."""
+    options = re2_options()
+    options.never_capture = True
+    options.max_mem = RUN_MAX_MEM
+    try:
+        return re2.compile(rf"(?m)(?:^[^\n]*(?:{pattern})[^\n]*\C)+^", options)._regexp.Match
+    except re2.error:
+        return None
+
+
+def _lines_unless(runs: tuple[Any, Any], data: bytes, start: int, end: int) -> list[int]:
+    """The line ends of the lines of ``data[start:end]`` (whole lines) where a marker
+    rule's pattern matches and its ``unless`` does not.
+
+    The pattern finds the next candidate line; from that line's start, one anchored
+    match of the ``unless`` runs skips it and every line after it that ``unless``
+    matches too. Python work per run of rejected lines, and per line that counts.
+    """
+    pattern, unless_runs = runs
+    ends: list[int] = []
+    pos = start
+    while pos < end:
+        begin = pattern(_UNANCHORED, data, pos, end)[0][0]
+        if begin < 0:
+            break
+        newline = data.rfind(b"\n", pos, begin)
+        line_start = pos if newline < 0 else newline + 1
+        skip_to = unless_runs(_ANCHOR_START, data, line_start, end)[0][1]
+        if skip_to > line_start:
+            pos = skip_to
+        else:
+            line_end = data.find(b"\n", begin)
+            ends.append(line_end)
+            pos = line_end + 1
+    return ends
+
+
+_EOL_ONLY = bytes(byte for byte in range(256) if byte not in b"\r\n")
+
+
+def _line_index(block: bytes, data: bytes, line_end: int) -> int:
+    """The index (from 0) among the lines of ``block`` (raw) of the line that ends at
+    ``line_end`` in ``data`` (``block`` normalized).
+
+    ``data`` has a ``\\n`` for each ``\\r`` or ``\\n`` of ``block``, in order, so a ``\\r\\n``
+    made an empty line that is not one: those before it are taken back off.
+    """
+    breaks = data.count(b"\n", 0, line_end)
+    if b"\r\n" not in block:
+        return breaks
+    return breaks - block.translate(None, _EOL_ONLY)[:breaks].count(b"\r\n")
 
 
 def _carried(context: Mapping[str, Any] | None) -> Context:
