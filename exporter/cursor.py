@@ -109,8 +109,15 @@ def _first_line_end(data: bytes, start: int) -> int:
 
 
 def count_lines(block: bytes) -> int:
-    """Line terminators in ``block``: ``\\r\\n`` counts once."""
-    return block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+    """Line terminators in ``block``: ``\\r\\n`` counts once.
+
+    One C-level pass: a count of ``\\n`` when the block holds no ``\\r`` (a membership
+    test), else ``bytes.splitlines``, which cuts at the same three endings (counting the
+    three kinds apart takes three passes, and ``\\r\\n`` is a slow one).
+    """
+    if b"\r" not in block:
+        return block.count(b"\n")
+    return len(block.splitlines()) - (block[-1:] not in (b"\n", b"\r"))
 
 
 def _char_boundary(data: bytes, index: int) -> int:
@@ -125,9 +132,13 @@ def _char_boundary(data: bytes, index: int) -> int:
 class _Take:
     """Bytes taken from the window in this poll, with their accounting."""
 
-    block: bytearray = field(default_factory=bytearray)
+    parts: list[bytes] = field(default_factory=list)
     lines: int = 0
     processed: int = 0
+
+    def block(self) -> bytes:
+        """The parts as one block; a single part is returned as it is, not copied."""
+        return b"".join(self.parts)
 
 
 def _take_lines(win: _Window, start: int, *, final: bool, max_line_bytes: int, take: _Take) -> int:
@@ -151,12 +162,12 @@ def _take_lines(win: _Window, start: int, *, final: bool, max_line_bytes: int, t
             piece_end = cut + (rest // max_line_bytes) * max_line_bytes
             cut = max(cut, _char_boundary(cb, piece_end))
     if cut > start:
-        chunk = cb[start:cut]
+        chunk = cb if (start, cut) == (0, end) else cb[start:cut]
         take.lines += count_lines(chunk)
         if final and chunk[-1:] not in (b"\n", b"\r"):
             take.lines += 1
         take.processed += win.log_len(start, cut)
-        take.block += chunk
+        take.parts.append(chunk)
     return cut
 
 
@@ -233,12 +244,7 @@ def advance(
     """
     if max_line_bytes < 1:
         raise ValueError("max_line_bytes must be positive")
-    if (
-        state.started
-        and not final
-        and full_size == state.full_size
-        and (len(state.tail) == TAIL_BYTES or state.offset <= len(state.tail))
-    ):
+    if _unchanged(state, full_size, final=final):
         # Nothing written since the last poll: the window must still end with the
         # signature (a whole one: a shorter one could still learn from this window).
         # Checking that costs a few bytes, not the whole window.
@@ -246,9 +252,47 @@ def advance(
         suffix = content[len(content) - len(signature) :] if signature else ""
         if suffix.encode("utf-8", "surrogatepass").endswith(signature):
             return Advance(state=state, outcome="unchanged")
-    cb = content.encode("utf-8", "surrogatepass")
+    return advance_bytes(
+        state,
+        content.encode("utf-8", "surrogatepass"),
+        current_size,
+        full_size,
+        final=final,
+        max_line_bytes=max_line_bytes,
+    )
+
+
+def _unchanged(state: CursorState, full_size: int, *, final: bool) -> bool:
+    """Whether the log may be as the last poll left it (same size, a whole signature)."""
+    return (
+        state.started
+        and not final
+        and full_size == state.full_size
+        and (len(state.tail) == TAIL_BYTES or state.offset <= len(state.tail))
+    )
+
+
+def advance_bytes(
+    state: CursorState,
+    cb: bytes,
+    current_size: int,
+    full_size: int,
+    *,
+    final: bool = False,
+    max_line_bytes: int = 64 * 1024,
+) -> Advance:
+    """``advance`` for a window already UTF-8 encoded (``cb``), as ``analyze`` reads a
+    file: invalid bytes replaced by U+FFFD as ModelArts does, ``current_size`` the log
+    bytes it covers. The new block is ``cb`` itself when the window is all new whole
+    lines, and otherwise one slice of it: no other copy of the window is made.
+    """
+    if max_line_bytes < 1:
+        raise ValueError("max_line_bytes must be positive")
+    if _unchanged(state, full_size, final=final) and cb.endswith(state.tail + state.pending):
+        return Advance(state=state, outcome="unchanged")
     start = max(0, full_size - current_size)
-    replaced = _REPLACEMENT in cb
+    # U+FFFD starts with 0xEF: a memchr for that byte usually rules it out at once.
+    replaced = b"\xef" in cb and _REPLACEMENT in cb
     missing = current_size - (len(cb) - 2 * cb.count(_REPLACEMENT) if replaced else len(cb))
     win = _Window(
         cb=cb,
@@ -322,7 +366,7 @@ def advance(
             full_size=full_size,
         ),
         outcome="continued" if changed else "unchanged",
-        block=bytes(take.block),
+        block=take.block(),
         lines=take.lines,
         processed_bytes=processed,
         skipped_bytes=skipped,
@@ -493,7 +537,7 @@ def _restart(
             full_size=win.full_size,
         ),
         outcome=outcome,
-        block=bytes(take.block),
+        block=take.block(),
         lines=take.lines,
         processed_bytes=take.processed,
         skipped_bytes=skipped,
@@ -509,8 +553,7 @@ def _reset(
     take = _Take()
     if state.pending and not state.discard:
         # The old log's unfinished last line ended with the old log: process it.
-        take.block += state.pending
-        take.block += b"\n"
+        take.parts += (state.pending, b"\n")
         take.lines += 1
         take.processed += len(state.pending) - 2 * state.pending.count(_REPLACEMENT)
     return _restart(

@@ -8,10 +8,10 @@ No I/O here: the scheduler fetches the preview and commits the result.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from .cursor import advance
+from .cursor import Advance, CursorState, advance, advance_bytes
 from .evidence import make_line, merge_first_lines
 from .modelarts.types import LogPreview
 from .rules.engine import RuleSet, ScanResult, SeriesKey
@@ -22,6 +22,16 @@ from .store import LOSS_VALUES_COUNT, LOSS_VALUES_SUM, TaskState
 class Limits:
     max_line_bytes: int = 64 * 1024
     max_series_per_rule: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class LogWindow:
+    """A window of a log already as UTF-8 bytes (``analyze`` reads files so): what a
+    ``LogPreview`` holds, with ``content`` encoded, invalid bytes replaced by U+FFFD."""
+
+    content: bytes
+    current_size: int
+    full_size: int
 
 
 @dataclass(slots=True)
@@ -39,26 +49,22 @@ class PollStats:
 
 def apply_preview(
     task: TaskState,
-    preview: LogPreview,
+    preview: LogPreview | LogWindow,
     rules: RuleSet,
     *,
     final: bool,
     now: float,
     limits: Limits,
     secrets: Iterable[str] = (),
+    first_line_of: Collection[tuple[str, str]] = (),
 ) -> tuple[TaskState, PollStats]:
     """Take what is new in ``preview`` through the rules into the task's state.
 
     ``secrets``: credential values to keep out of the log lines kept as evidence.
+    ``first_line_of``: markers whose first line in the new block the scan reports
+    (``ScanResult.first_line_index``).
     """
-    adv = advance(
-        task.cursor,
-        preview.content,
-        preview.current_size,
-        preview.full_size,
-        final=final,
-        max_line_bytes=limits.max_line_bytes,
-    )
+    adv = _advance(task.cursor, preview, final=final, max_line_bytes=limits.max_line_bytes)
     stats = PollStats(
         outcome=adv.outcome,
         new_bytes=adv.processed_bytes,
@@ -97,13 +103,35 @@ def apply_preview(
             exit_line=None,
         )
     if adv.block:
-        scan = rules.scan(adv.block, context=updated.rule_context)
+        scan = rules.scan(adv.block, context=updated.rule_context, first_line_of=first_line_of)
         stats.scan = scan
         updated = _apply_scan(updated, scan, limits, stats)
         updated = _keep_lines(updated, scan, int(task.processed_bytes), now, tuple(secrets))
         if scan.context != updated.rule_context:
             updated = replace(updated, rule_context=scan.context)
     return updated, stats
+
+
+def _advance(
+    cursor: CursorState, preview: LogPreview | LogWindow, *, final: bool, max_line_bytes: int
+) -> Advance:
+    if isinstance(preview, LogWindow):
+        return advance_bytes(
+            cursor,
+            preview.content,
+            preview.current_size,
+            preview.full_size,
+            final=final,
+            max_line_bytes=max_line_bytes,
+        )
+    return advance(
+        cursor,
+        preview.content,
+        preview.current_size,
+        preview.full_size,
+        final=final,
+        max_line_bytes=max_line_bytes,
+    )
 
 
 def _apply_scan(task: TaskState, scan: ScanResult, limits: Limits, stats: PollStats) -> TaskState:
