@@ -14,9 +14,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .logsetup import FORMATS, LEVELS, setup_logging
@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument(
         "--no-default-rules", action="store_true", help="do not load the shipped rules"
+    )
+    analyze.add_argument(
+        "--format",
+        choices=["prometheus", "summary", "json"],
+        default="prometheus",
+        help="prometheus: the metrics as /metrics shows them (default); summary: a block per "
+        "file for a person; json: for scripts (shape in the README)",
     )
     analyze.add_argument("files", nargs="+", metavar="FILE", help="log files; - reads stdin")
 
@@ -318,28 +325,6 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def _read(name: str) -> bytes:
-    """A log's bytes (``-``: stdin), decompressed when it is gzip (by its first bytes).
-
-    Raises OSError, or ValueError for a ``.gz`` file that is not valid gzip.
-    """
-    import gzip
-    import zlib
-
-    data = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
-    if data.startswith(_GZIP_MAGIC):
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(f"not a valid gzip file ({exc})") from None
-    if name.endswith(".gz"):
-        raise ValueError("not a gzip file, though its name ends with .gz")
-    return data
-
-
 def task_ids(names: Sequence[str]) -> list[str]:
     """The ``task_id`` of each file of one ``analyze`` run: its name without ``.gz``
     (``stdin`` for ``-``); where files share a name (every ModelArts task log is
@@ -360,44 +345,87 @@ def task_ids(names: Sequence[str]) -> list[str]:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from .analyze import FileReport, LogSource, Progress, analyze_log, keep_freed_memory
     from .families import build_families, render_text
-    from .modelarts.types import LogPreview
-    from .pipeline import Limits, apply_preview
+    from .report import render_json, render_summary
     from .rules import RuleError, RuleSet, load_rules
-    from .store import JobState, Snapshot, TaskState
+    from .store import JobState, Snapshot
 
     try:
         rules = load_rules(args.rules, include_default=not args.no_default_rules)
     except RuleError as exc:
         return _problems(exc.problems)
-    ruleset = RuleSet(rules)
-    job = "local"
-    tasks = {}
-    now = time.time()
     try:
         ids = task_ids(args.files)
     except ValueError as exc:
         return _problems([f"analyze: {exc}"])
-    for name, task_id in zip(args.files, ids, strict=True):
-        try:
-            data = _read(name)
-        except OSError as exc:
-            return _problems([f"analyze: {name}: {exc.strerror or exc}"])
-        except ValueError as exc:
-            return _problems([f"analyze: {name}: {exc}"])
-        preview = LogPreview(data.decode("utf-8", "replace"), len(data), len(data))
-        task, _ = apply_preview(
-            TaskState(job, task_id), preview, ruleset, final=True, now=now, limits=Limits()
-        )
-        tasks[(job, task_id)] = task
+    ruleset = RuleSet(rules)
+    job = "local"
+    now = time.time()
+    reports: list[FileReport] = []
+    sizes = [_size(name) for name in args.files]
+    total = None if None in sizes else sum(s or 0 for s in sizes)
+    if total is None or total >= _LARGE_INPUT:
+        keep_freed_memory()
+    progress = Progress.for_stderr(total)
+    done = 0
+    try:
+        for name, task_id in zip(args.files, ids, strict=True):
+            try:
+                source = LogSource.open(name)
+                try:
+                    reports.append(
+                        analyze_log(
+                            source,
+                            task_id,
+                            ruleset,
+                            job_id=job,
+                            now=now,
+                            on_block=_progress_of(progress, done, task_id),
+                        )
+                    )
+                finally:
+                    source.close()
+            except OSError as exc:
+                return _problems([f"analyze: {name}: {exc.strerror or exc}"])
+            except ValueError as exc:
+                return _problems([f"analyze: {name}: {exc}"])
+            done += source.consumed
+    finally:
+        progress.close()
+    tasks = {(job, report.task.task_id): report.task for report in reports}
     snapshot = Snapshot({job: JobState(job, job, "Completed")}, tasks)
     families = [
         f
         for f in build_families(snapshot, rules)
         if not f.name.startswith("modelarts_training_job")
     ]
-    sys.stdout.write(render_text(families))
+    if args.format == "summary":
+        sys.stdout.write(render_summary(reports, families))
+    elif args.format == "json":
+        sys.stdout.write(render_json(reports, families))
+    else:
+        sys.stdout.write(render_text(families))
     return EXIT_OK
+
+
+_LARGE_INPUT = 16 << 20
+"""From this many bytes of input (or an unknown size), ``analyze`` tunes the allocator."""
+
+
+def _progress_of(progress: Any, base: int, label: str) -> Callable[[int], None]:
+    """What ``analyze_log`` calls after each block of one file."""
+    return lambda done: progress.update(base + done, label)
+
+
+def _size(name: str) -> int | None:
+    """A file's size for the progress bar; None when not known (stdin, a pipe)."""
+    if name == "-":
+        return None
+    try:
+        return os.stat(name).st_size
+    except OSError:
+        return None
 
 
 def _rules(args: argparse.Namespace) -> int:

@@ -1,0 +1,208 @@
+"""What ``analyze`` prints: the Prometheus text (``--format prometheus``, the default), a
+readable block per file (``summary``) or JSON for scripts (``json``).
+
+The summary and the JSON are built from the metric families (families.py), the same ones
+``/metrics`` serves, plus each marker's first line: a value the exporter learns to read
+(a telemetry gauge, a failure reason, a rule of yours) shows up here with no change to
+this module. A family named ``..._info`` shows its labels (its value is always 1).
+
+The JSON document (one object, ``files`` in the order given)::
+
+    {"files": [{
+        "file": "logs/worker-0.log",        # as given; "-" for stdin
+        "task_id": "worker-0.log",          # the task_id label of its series
+        "markers": [{"severity": "error", "marker": "cuda_oom",
+                     "count": 1, "first_line": 4711}],           # markers that counted
+        "metrics": {"modelarts_task_exit_code": 1, "modelarts_task_loss": 0.31, ...},
+        "series": [{"name": "modelarts_task_failure_info",
+                    "labels": {"reason": "cuda_oom", ...}, "value": 1}]
+    }]}
+
+``metrics`` holds the series that have only the task's labels, by sample name (counters
+end in ``_total``); ``series`` the ones with more labels (``training_job_id`` and
+``task_id`` left out). Numbers are JSON numbers; NaN and infinities are the strings
+``"NaN"``, ``"+Inf"`` and ``"-Inf"`` (as in the Prometheus text format). Line numbers
+count from 1, with ``\\r\\n``, ``\\r`` and ``\\n`` each ending a line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from .analyze import FileReport
+from .families import TASK_LABELS, Family
+
+MARKER_FAMILIES = {
+    "modelarts_task_log_errors": "error",
+    "modelarts_task_log_warnings": "warning",
+}
+
+_POLL_ONLY = frozenset(
+    {
+        "modelarts_task_up",
+        "modelarts_task_last_log_growth_timestamp_seconds",
+        "modelarts_task_log_window_bytes",
+        "modelarts_task_log_skipped_bytes",
+        "modelarts_task_log_resets",
+    }
+)
+"""What a poll of ModelArts reports and a file cannot say (a file is one whole window)."""
+
+_FIRST = (
+    "modelarts_task_exit_code",
+    "modelarts_task_failure_info",
+    "modelarts_task_loss",
+    "modelarts_task_step",
+    "modelarts_task_epoch",
+)
+"""Shown first in the summary, in this order; every other family follows in its order."""
+
+_PREFIX = "modelarts_task_"
+
+
+Sample = tuple[Family, dict[str, str], float]
+"""One series of one task: its family, its labels beyond the task's, its value."""
+
+
+def task_samples(families: Iterable[Family], task_id: str, job_id: str = "local") -> list[Sample]:
+    """Every series of one task, in the families' order."""
+    found: list[Sample] = []
+    for family in families:
+        if family.labels[: len(TASK_LABELS)] != TASK_LABELS:
+            continue  # not a per-task family
+        for values, value in family.samples:
+            if values[:2] == (job_id, task_id):
+                labels = dict(zip(family.labels[2:], values[2:], strict=True))
+                found.append((family, labels, value))
+    return found
+
+
+def render_summary(reports: Sequence[FileReport], families: Sequence[Family]) -> str:
+    """One readable block per file."""
+    blocks = []
+    for report in reports:
+        samples = task_samples(families, report.task.task_id)
+        rank = {name: n for n, name in enumerate(_FIRST)}
+        values = sorted(
+            (
+                s
+                for s in samples
+                if s[0].name not in _POLL_ONLY and s[0].name not in MARKER_FAMILIES
+            ),
+            key=lambda s: rank.get(s[0].name, len(rank)),
+        )
+        lines = [report.name if report.name == report.task.task_id else _title(report)]
+        rows = [
+            (_label(family, labels), _shown(family, labels, value))
+            for family, labels, value in values
+        ]
+        width = max((len(label) for label, _ in rows), default=0)
+        lines += [f"  {label:<{width}}  {text}" for label, text in rows]
+        lines += _marker_lines(report, samples)
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
+def _title(report: FileReport) -> str:
+    name = "stdin" if report.name == "-" else report.name
+    task_id = report.task.task_id
+    plain = Path(name.removesuffix(".gz")).name == task_id
+    return name if plain else f"{name} (task_id {task_id})"
+
+
+def _label(family: Family, labels: dict[str, str]) -> str:
+    name = family.name.removeprefix(_PREFIX)
+    if family.name.endswith("_info"):
+        return name.removesuffix("_info").replace("_", " ")
+    name = name.replace("_", " ")
+    if labels:
+        name += "{" + ", ".join(f"{k}={v}" for k, v in labels.items()) + "}"
+    return name
+
+
+def _shown(family: Family, labels: dict[str, str], value: float) -> str:
+    if family.name.endswith("_info"):
+        return ", ".join(f"{k}={v}" for k, v in labels.items()) or number(value)
+    return number(value)
+
+
+def _marker_lines(report: FileReport, samples: Sequence[Sample]) -> list[str]:
+    found = {"error": [], "warning": []}  # type: dict[str, list[tuple[str, int, int | None]]]
+    for family, labels, value in samples:
+        severity = MARKER_FAMILIES.get(family.name)
+        if severity is not None and value > 0:
+            marker = labels.get("marker", "")
+            first = report.first_lines.get((severity, marker))
+            found[severity].append((marker, int(value), first))
+    out = []
+    for severity, title in (("error", "errors"), ("warning", "warnings")):
+        markers = found[severity]
+        if not markers:
+            out.append(f"  {title}: none")
+            continue
+        out.append(f"  {title} (lines, first at line):")
+        width = max(len(m) for m, _, _ in markers)
+        for marker, count, first in markers:
+            where = f"line {first:,}" if first is not None else "line unknown"
+            out.append(f"    {marker:<{width}}  {count:>9,}  {where}")
+    return out
+
+
+def number(value: float) -> str:
+    """A value for a person: whole numbers without a fraction (with thousands separators),
+    others as Python prints them, NaN and infinities as Prometheus does."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return repr(value)
+
+
+def render_json(reports: Sequence[FileReport], families: Sequence[Family]) -> str:
+    """The JSON document described in the module's docstring, with a final newline."""
+    files = []
+    for report in reports:
+        metrics: dict[str, float | str] = {}
+        series: list[dict[str, object]] = []
+        markers: list[dict[str, object]] = []
+        for family, labels, value in task_samples(families, report.task.task_id):
+            name = family.name + "_total" if family.type == "counter" else family.name
+            severity = MARKER_FAMILIES.get(family.name)
+            if severity is not None:
+                if value > 0:
+                    marker = labels.get("marker", "")
+                    markers.append(
+                        {
+                            "severity": severity,
+                            "marker": marker,
+                            "count": int(value),
+                            "first_line": report.first_lines.get((severity, marker)),
+                        }
+                    )
+            elif labels:
+                series.append({"name": name, "labels": labels, "value": _json_number(value)})
+            else:
+                metrics[name] = _json_number(value)
+        files.append(
+            {
+                "file": report.name,
+                "task_id": report.task.task_id,
+                "markers": markers,
+                "metrics": metrics,
+                "series": series,
+            }
+        )
+    return json.dumps({"files": files}, indent=2, allow_nan=False) + "\n"
+
+
+def _json_number(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
