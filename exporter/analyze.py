@@ -133,6 +133,11 @@ class LogSource:
             raise ValueError("not a valid gzip file (the compressed data ends early)")
 
 
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, {rate_fmt}]"
+_COUNTER = "{desc}: {n_fmt}B [{elapsed}, {rate_fmt}]"
+"""tqdm formats: bytes done / total, MB/s, time left (ETA); without a total (stdin), no ETA."""
+
+
 class Progress:
     """A progress bar on stderr (tqdm: bytes done / total, MB/s, ETA), shown only when
     stderr is a terminal and the work has lasted ``delay`` seconds; silent otherwise.
@@ -175,15 +180,17 @@ class Progress:
             self.bar = tqdm(
                 total=self.total,
                 initial=done,
+                desc=label,
                 unit="B",
                 unit_scale=True,
                 dynamic_ncols=True,
                 leave=False,
                 file=self.stream or sys.stderr,
+                bar_format=_BAR if self.total else _COUNTER,
             )
-        else:
-            self.bar.update(step)
+            return
         self.bar.set_description_str(label, refresh=False)
+        self.bar.update(step)
 
     def close(self) -> None:
         if self.bar is not None:
