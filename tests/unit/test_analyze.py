@@ -33,9 +33,25 @@ def _restore_logging() -> object:
     root.setLevel(level)
 
 
+WORD_RULE = """
+rules:
+  - name: test_started_words
+    kind: counter
+    metric: modelarts_task_test_started_words
+    pattern: '(?P<word>\\S+) 训练开始'
+    labels: [word]
+    examples:
+      - line: '中文日志 训练开始'
+        labels: {word: '中文日志'}
+"""
+"""A rule whose label is multi-byte text: a character cut between two blocks would show."""
+
+
 @pytest.fixture(scope="module")
-def rules() -> RuleSet:
-    return RuleSet(load_rules())
+def rules(tmp_path_factory: pytest.TempPathFactory) -> RuleSet:
+    path = tmp_path_factory.mktemp("rules") / "words.yml"
+    path.write_text(WORD_RULE, encoding="utf-8")
+    return RuleSet(load_rules([path]))
 
 
 def _log() -> bytes:
@@ -96,6 +112,8 @@ def test_streamed_analyze_equals_one_scan_of_the_whole_file(rules: RuleSet, bloc
     assert dict(task.errors) == {k: float(v) for k, v in whole.errors.items()}
     assert dict(task.warnings) == {k: float(v) for k, v in whole.warnings.items()}
     assert task.exit_code == whole.exit_code == 3.0
+    assert dict(task.counters) == whole.counters
+    assert list(whole.counters.values()) == [(3.0, "test_started_words")]
     assert (task.loss, task.step, task.epoch) == (
         whole.loss.value,
         whole.loss.step,

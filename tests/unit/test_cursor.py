@@ -17,7 +17,15 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from modelarts_exporter.cursor import TAIL_BYTES, Advance, CursorState, advance, count_lines
+from modelarts_exporter.cursor import (
+    TAIL_BYTES,
+    Advance,
+    CursorState,
+    advance,
+    advance_bytes,
+    count_lines,
+    split_lines,
+)
 from modelarts_exporter.store import decode_cursor, encode_cursor
 
 
@@ -176,6 +184,38 @@ def test_invalid_utf8_in_the_middle_does_not_break_a_poll() -> None:
 
 def test_count_lines() -> None:
     assert count_lines(b"a\r\nb\rc\nd") == 3
+    assert count_lines(b"") == count_lines(b"a") == 0
+    assert count_lines(b"\r\r\n\n") == 3
+
+
+def test_split_lines_ends_every_line_in_newline_and_counts_them() -> None:
+    assert split_lines(b"a\r\nb\rc\nd") == (b"a\nb\nc\nd\n", 4)
+    assert split_lines(b"a\nb\n") == (b"a\nb\n", 2)
+    assert split_lines(b"x\r") == (b"x\n", 1)
+    assert split_lines(b"\r\n\r\n") == (b"\n\n", 2)
+    assert split_lines(b"") == (b"", 0)
+
+
+@given(
+    text=st.text(alphabet=st.sampled_from("ab é中\r\n"), max_size=60),
+    window=st.integers(1, 80),
+    final=st.booleans(),
+)
+def test_advance_bytes_is_advance_on_the_encoded_window(
+    text: str, window: int, final: bool
+) -> None:
+    log = text.encode()
+    content, current, full = preview(log, window)
+    first = advance(CursorState(), content, current, full, final=final, max_line_bytes=8)
+    same = advance_bytes(
+        CursorState(), content.encode(), current, full, final=final, max_line_bytes=8
+    )
+    assert first == same
+    later = log + b"more\r\nlines \xc3\xa9\n"
+    content, current, full = preview(later, window + 10)
+    assert advance(first.state, content, current, full, max_line_bytes=8) == advance_bytes(
+        first.state, content.encode(), current, full, max_line_bytes=8
+    )
 
 
 # --- properties ------------------------------------------------------------------------
@@ -338,6 +378,9 @@ def run_history(
     def apply(adv: Advance) -> None:
         nonlocal state, ambiguous
         ambiguous |= adv.ambiguous
+        # What the rules read: the same lines, each ending in \n.
+        text = re.sub(rb"\r\n|\r", b"\n", adv.block)
+        assert adv.text == (text + b"\n" if text and not text.endswith(b"\n") else text)
         blocks.extend(adv.block)
         totals["lines"] += adv.lines
         totals["processed"] += adv.processed_bytes

@@ -6,10 +6,13 @@ Rules here are small YAML files written per test, loaded without the shipped one
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelarts_exporter.cli import main
 from modelarts_exporter.rules import RuleError, RuleSet, load_rules
@@ -319,6 +322,55 @@ def test_unless_drops_the_lines_it_matches(tmp_path: Path) -> None:
     assert result.loss is not None
     assert result.loss.value == 1.5
     assert ruleset(tmp_path, MARKERS).scan(b"nothing here\n").errors == {}
+
+
+UNLESS_RULES = """
+rules:
+  - name: step_without_loss
+    kind: warning
+    pattern: 'step \\d+ \\|.*\\| scale'
+    unless: '\\bloss: '
+  - name: timeout
+    kind: error
+    pattern: '(?i)timed? ?out'
+    unless: 'NCCL|HCCL'
+"""
+
+UNLESS_LINES = [
+    "step 1 | lm loss: 2.5 | scale 1.0",  # the pattern and unless: rejected
+    "step 2 | lr: 0.1 | scale 1.0",  # the pattern alone: counts
+    "noise loss: 3",  # unless alone
+    "NCCL watchdog timeout",  # timeout, rejected
+    "socket timed out",  # timeout, counts
+    "step 3 | loss: 1 | scale 2 | socket timeout",  # both rules, rejected by the first only
+    "",
+    "plain noise é",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    picks=st.lists(st.integers(0, len(UNLESS_LINES) - 1), max_size=120),
+    chunk=st.sampled_from([40, 100, 4096]),
+)
+def test_unless_over_runs_of_lines_counts_what_a_line_by_line_check_counts(
+    tmp_path_factory: pytest.TempPathFactory, picks: list[int], chunk: int
+) -> None:
+    """Rejected lines are skipped a run at a time; the count is each line's own verdict."""
+    rules = ruleset(tmp_path_factory.mktemp("unless"), UNLESS_RULES)
+    lines = [UNLESS_LINES[i] for i in picks]
+    expected: dict[str, int] = {}
+    for line in lines:
+        if re.search(r"step \d+ \|.*\| scale", line) and not re.search(r"\bloss: ", line):
+            expected["step_without_loss"] = expected.get("step_without_loss", 0) + 1
+        if re.search(r"(?i)timed? ?out", line) and not re.search("NCCL|HCCL", line):
+            expected["timeout"] = expected.get("timeout", 0) + 1
+    block = "".join(line + "\n" for line in lines).encode()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine_module, "CHUNK_BYTES", chunk)
+        result = rules.scan(block)
+    assert {**result.errors, **result.warnings} == expected
+    assert {k: v for k, v in result.rule_matches.items() if v} == expected
 
 
 def test_sum_adds_up_the_numbers_of_the_value_group(tmp_path: Path) -> None:

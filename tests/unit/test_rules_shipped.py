@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelarts_exporter.cli import main
 from modelarts_exporter.rules import Rule, RuleSet, ScanResult, load_rules
@@ -200,3 +203,36 @@ def test_keras_epoch_survives_a_poll_boundary(ruleset: RuleSet) -> None:
     alone = ruleset.scan(b"200/200 [==============================] - 31s 150ms/step - loss: 0.9\n")
     assert alone.loss is not None
     assert alone.loss.epoch is None
+
+
+_MEGATRON_WORDS = ["loss", "lm loss", "z_loss", "lossy", "los", "l", "xloss", "iteration"]
+_MEGATRON_WORDS += ["loss:", ":", " ", "lr", "loss::", "loss:x", "losses", "é", "\uff1a", "\t"]
+_MEGATRON_WORDS += ["lo"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    head=st.lists(st.sampled_from(_MEGATRON_WORDS), max_size=3),
+    fields=st.lists(
+        st.tuples(
+            st.sampled_from([*_MEGATRON_WORDS, "global batch size", "learning rate"]),
+            st.sampled_from([": ", ":", "=", " : "]),
+            st.sampled_from(["1.0E+00", "3", "nan", "", "x"]),
+        ),
+        max_size=5,
+    ),
+    tail=st.lists(st.sampled_from(_MEGATRON_WORDS), max_size=4),
+)
+def test_megatron_loss_missing_is_its_old_pattern_with_unless(
+    ruleset: RuleSet, head: list[str], fields: list[tuple[str, str, str]], tail: list[str]
+) -> None:
+    """The rule was `iteration ... | loss scale: ` with `unless: '\\bloss: '`; written as one
+    pattern (so the prefilter skips Megatron's ordinary lines), it matches the same lines."""
+    body = "".join(f" {key}{sep}{value} |" for key, sep, value in fields)
+    line = f"{''.join(head)}iteration 12/ 100 |{body} loss scale: 1.0 |{''.join(tail)}"
+    raw = line.encode()
+    old = re.search(rb"iteration\s+\d+/\s*\d+ \|.*\| loss scale: ", raw) and not re.search(
+        rb"\bloss: ", raw
+    )
+    found = ruleset.scan(raw + b"\n").warnings.get("nan_loss_suspected", 0)
+    assert found == (1 if old else 0), line
