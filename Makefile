@@ -37,6 +37,7 @@ test: lint typecheck unit
 bench: $(VENV)/.installed
 	$(BIN)/python bench/rules_throughput.py
 	$(BIN)/python bench/cursor_unchanged.py
+	$(BIN)/python bench/analyze_floor.py
 	$(BIN)/python bench/scale.py
 
 # The shipped rules against a labelled corpus of real logs: make bench-corpus CORPUS=dir

@@ -130,23 +130,23 @@ def _shown(family: Family, labels: dict[str, str], value: float) -> str:
 
 
 def _marker_lines(report: FileReport, samples: Sequence[Sample]) -> list[str]:
-    found = {"error": [], "warning": []}  # type: dict[str, list[tuple[str, int, int | None]]]
+    """Each marker that counted: its count and first line, in the order they first came."""
+    found: dict[str, list[tuple[int, str, int]]] = {"error": [], "warning": []}
     for family, labels, value in samples:
         severity = MARKER_FAMILIES.get(family.name)
         if severity is not None and value > 0:
             marker = labels.get("marker", "")
-            first = report.first_lines.get((severity, marker))
-            found[severity].append((marker, int(value), first))
+            first = report.first_lines.get((severity, marker), 0)
+            found[severity].append((first, marker, int(value)))
+    width = max((len(m) for rows in found.values() for _, m, _ in rows), default=0)
     out = []
     for severity, title in (("error", "errors"), ("warning", "warnings")):
-        markers = found[severity]
-        if not markers:
+        if not found[severity]:
             out.append(f"  {title}: none")
             continue
-        out.append(f"  {title} (lines, first at line):")
-        width = max(len(m) for m, _, _ in markers)
-        for marker, count, first in markers:
-            where = f"line {first:,}" if first is not None else "line unknown"
+        out.append(f"  {title} (lines, first line):")
+        for first, marker, count in sorted(found[severity]):
+            where = f"line {first:,}" if first else "line unknown"
             out.append(f"    {marker:<{width}}  {count:>9,}  {where}")
     return out
 
