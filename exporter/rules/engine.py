@@ -31,7 +31,7 @@ from typing import Any
 import re2
 
 from .model import NUM, Example, Rule, parse_number, re2_options, signal_number
-from .normalize import normalize
+from .normalize import normalize, raw_offset
 from .vocabulary import RUNNING_RANK
 
 _UNANCHORED = re2._Anchor.UNANCHORED
@@ -733,20 +733,17 @@ def _lines_unless(runs: tuple[Any, Any], data: bytes, start: int, end: int) -> l
     return ends
 
 
-_EOL_ONLY = bytes(byte for byte in range(256) if byte not in b"\r\n")
-
-
 def _line_index(block: bytes, data: bytes, line_end: int) -> int:
     """The index (from 0) among the lines of ``block`` (raw) of the line that ends at
     ``line_end`` in ``data`` (``block`` normalized).
 
-    ``data`` has a ``\\n`` for each ``\\r`` or ``\\n`` of ``block``, in order, so a ``\\r\\n``
-    made an empty line that is not one: those before it are taken back off.
+    ``data`` has a ``\\n`` for each ``\\r`` or ``\\n`` of ``block``, so a ``\\r\\n`` made an
+    empty line that is not one: those before the line are taken back off.
     """
     breaks = data.count(b"\n", 0, line_end)
     if b"\r\n" not in block:
         return breaks
-    return breaks - block.translate(None, _EOL_ONLY)[:breaks].count(b"\r\n")
+    return breaks - block.count(b"\r\n", 0, raw_offset(block, line_end))
 
 
 def _carried(context: Mapping[str, Any] | None) -> Context:

@@ -31,3 +31,29 @@ def normalize(block: bytes) -> bytes:
     if block and not block.endswith(b"\n"):
         block += b"\n"
     return block
+
+
+def raw_offset(block: bytes, offset: int) -> int:
+    """Where in ``block`` the byte at ``offset`` of ``normalize(block)`` comes from.
+
+    For the rare question of a line's number (``\\r`` became ``\\n`` in place; escape
+    sequences were removed): the removed spans before it are added back, one Python step
+    per escape sequence, so call it once in a while, not per line.
+    """
+    text = block.replace(b"\r", b"\n") if b"\r" in block else block
+    colour = [m.span() for m in _ANSI.finditer(text)] if b"\x1b" in text else []
+    if colour:
+        text = _ANSI.sub(b"", text)
+    caret = [m.span() for m in _CARET_ANSI.finditer(text)] if b"^[[" in text else []
+    return _before_removals(_before_removals(offset, caret), colour)
+
+
+def _before_removals(offset: int, removed: list[tuple[int, int]]) -> int:
+    """``offset`` in a text from which the ``removed`` spans (in order) were cut, as an
+    offset in the text before."""
+    shift = 0
+    for begin, end in removed:
+        if begin - shift > offset:
+            break
+        shift += end - begin
+    return offset + shift

@@ -18,7 +18,7 @@ from modelarts_exporter.cli import main
 from modelarts_exporter.rules import RuleError, RuleSet, load_rules
 from modelarts_exporter.rules import engine as engine_module
 from modelarts_exporter.rules.engine import CHUNK_BYTES, label_value
-from modelarts_exporter.rules.normalize import normalize
+from modelarts_exporter.rules.normalize import normalize, raw_offset
 
 
 def write(folder: Path, name: str, text: str) -> Path:
@@ -692,3 +692,32 @@ def test_analyze_prints_what_the_rules_found(
 )
 def test_normalize(raw: bytes, clean: bytes) -> None:
     assert normalize(raw) == clean
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"a\r\nb\r\nc\n",
+        b"\x1b[34m\x1b[1mtrain: \x1b[0mok\r\nnext\x1b[K line\r\n",
+        b"^[[2;2R^[[>0;136;0cframe #4\r\n\x1b]0;title\x07text\n",
+        b"plain\nlines\n",
+    ],
+)
+def test_raw_offset_finds_where_each_normalized_byte_came_from(raw: bytes) -> None:
+    clean = normalize(raw)
+    for offset, byte in enumerate(clean[: len(raw)]):
+        at = raw_offset(raw, offset)
+        assert raw[at : at + 1] in (bytes([byte]), b"\r"), (offset, at)
+
+
+def test_first_line_numbers_count_crlf_once_and_ignore_colour(tmp_path: Path) -> None:
+    rules = ruleset(tmp_path, MARKERS)
+    block = (
+        b"one\r\n\x1b[31mtwo\x1b[0m\r\n\r\n"  # lines 0, 1, 2 (empty)
+        b"frame\rframe\r\n"  # lines 3, 4
+        b"\x1b[1mout of memory\x1b[0m\r\n"  # line 5
+        b"alloc failed\n"  # line 6
+    )
+    result = rules.scan(block, first_line_of=[("error", "oom")])
+    assert result.first_line_index == {("error", "oom"): 5}
+    assert rules.scan(block).first_line_index == {}  # only when asked
