@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .analyze import FileReport
@@ -63,8 +64,16 @@ _FIRST = (
 _PREFIX = "modelarts_task_"
 
 
-Sample = tuple[Family, dict[str, str], float]
-"""One series of one task: its family, its labels beyond the task's, its value."""
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One series of one task."""
+
+    family: Family
+    name: str
+    """The sample's name as ``/metrics`` prints it (``_total``, a summary's ``_count``)."""
+    labels: dict[str, str]
+    """Its labels beyond the task's own."""
+    value: float
 
 
 def task_samples(families: Iterable[Family], task_id: str, job_id: str = "local") -> list[Sample]:
@@ -73,10 +82,12 @@ def task_samples(families: Iterable[Family], task_id: str, job_id: str = "local"
     for family in families:
         if family.labels[: len(TASK_LABELS)] != TASK_LABELS:
             continue  # not a per-task family
-        for values, value in family.samples:
+        base = family.name + "_total" if family.type == "counter" else family.name
+        suffixes = family.suffixes or [""] * len(family.samples)
+        for (values, value), suffix in zip(family.samples, suffixes, strict=True):
             if values[:2] == (job_id, task_id):
                 labels = dict(zip(family.labels[2:], values[2:], strict=True))
-                found.append((family, labels, value))
+                found.append(Sample(family, base + suffix, labels, value))
     return found
 
 
@@ -90,15 +101,12 @@ def render_summary(reports: Sequence[FileReport], families: Sequence[Family]) ->
             (
                 s
                 for s in samples
-                if s[0].name not in _POLL_ONLY and s[0].name not in MARKER_FAMILIES
+                if s.family.name not in _POLL_ONLY and s.family.name not in MARKER_FAMILIES
             ),
-            key=lambda s: rank.get(s[0].name, len(rank)),
+            key=lambda s: rank.get(s.family.name, len(rank)),
         )
-        lines = [report.name if report.name == report.task.task_id else _title(report)]
-        rows = [
-            (_label(family, labels), _shown(family, labels, value))
-            for family, labels, value in values
-        ]
+        lines = [_title(report)]
+        rows = [(_label(sample), _shown(sample)) for sample in values]
         width = max((len(label) for label, _ in rows), default=0)
         lines += [f"  {label:<{width}}  {text}" for label, text in rows]
         lines += _marker_lines(report, samples)
@@ -113,31 +121,32 @@ def _title(report: FileReport) -> str:
     return name if plain else f"{name} (task_id {task_id})"
 
 
-def _label(family: Family, labels: dict[str, str]) -> str:
-    name = family.name.removeprefix(_PREFIX)
-    if family.name.endswith("_info"):
+def _label(sample: Sample) -> str:
+    """``modelarts_task_log_lines_total`` -> ``log lines``; an info metric by its name."""
+    name = sample.name.removeprefix(_PREFIX)
+    if sample.family.name.endswith("_info"):
         return name.removesuffix("_info").replace("_", " ")
-    name = name.replace("_", " ")
-    if labels:
-        name += "{" + ", ".join(f"{k}={v}" for k, v in labels.items()) + "}"
+    name = name.removesuffix("_total").replace("_", " ")
+    if sample.labels:
+        name += "{" + ", ".join(f"{k}={v}" for k, v in sample.labels.items()) + "}"
     return name
 
 
-def _shown(family: Family, labels: dict[str, str], value: float) -> str:
-    if family.name.endswith("_info"):
-        return ", ".join(f"{k}={v}" for k, v in labels.items()) or number(value)
-    return number(value)
+def _shown(sample: Sample) -> str:
+    if sample.family.name.endswith("_info"):
+        return ", ".join(f"{k}={v}" for k, v in sample.labels.items()) or number(sample.value)
+    return number(sample.value)
 
 
 def _marker_lines(report: FileReport, samples: Sequence[Sample]) -> list[str]:
     """Each marker that counted: its count and first line, in the order they first came."""
     found: dict[str, list[tuple[int, str, int]]] = {"error": [], "warning": []}
-    for family, labels, value in samples:
-        severity = MARKER_FAMILIES.get(family.name)
-        if severity is not None and value > 0:
-            marker = labels.get("marker", "")
+    for sample in samples:
+        severity = MARKER_FAMILIES.get(sample.family.name)
+        if severity is not None and sample.value > 0:
+            marker = sample.labels.get("marker", "")
             first = report.first_lines.get((severity, marker), 0)
-            found[severity].append((first, marker, int(value)))
+            found[severity].append((first, marker, int(sample.value)))
     width = max((len(m) for rows in found.values() for _, m, _ in rows), default=0)
     out = []
     for severity, title in (("error", "errors"), ("warning", "warnings")):
@@ -170,24 +179,24 @@ def render_json(reports: Sequence[FileReport], families: Sequence[Family]) -> st
         metrics: dict[str, float | str] = {}
         series: list[dict[str, object]] = []
         markers: list[dict[str, object]] = []
-        for family, labels, value in task_samples(families, report.task.task_id):
-            name = family.name + "_total" if family.type == "counter" else family.name
-            severity = MARKER_FAMILIES.get(family.name)
+        for sample in task_samples(families, report.task.task_id):
+            severity = MARKER_FAMILIES.get(sample.family.name)
+            value = _json_number(sample.value)
             if severity is not None:
-                if value > 0:
-                    marker = labels.get("marker", "")
+                if sample.value > 0:
+                    marker = sample.labels.get("marker", "")
                     markers.append(
                         {
                             "severity": severity,
                             "marker": marker,
-                            "count": int(value),
+                            "count": int(sample.value),
                             "first_line": report.first_lines.get((severity, marker)),
                         }
                     )
-            elif labels:
-                series.append({"name": name, "labels": labels, "value": _json_number(value)})
+            elif sample.labels:
+                series.append({"name": sample.name, "labels": sample.labels, "value": value})
             else:
-                metrics[name] = _json_number(value)
+                metrics[sample.name] = value
         files.append(
             {
                 "file": report.name,

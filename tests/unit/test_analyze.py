@@ -277,6 +277,9 @@ def test_summary_is_one_readable_block_per_file(
     assert re.search(r"cuda_oom\s+1\s+line 4\b", second)
     assert re.search(r"nan_loss\s+1\s+line 2\b", second)
     assert re.search(r"loss\s+NaN", second)
+    # What the exporter derives shows up too, with no code for it here: the diagnosis.
+    assert re.search(r"\n  failure\s+reason=\w+, category=\w+\n", second)
+    assert "failure" not in first  # exit code 0
 
 
 def test_json_has_the_documented_shape(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
