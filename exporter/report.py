@@ -18,9 +18,10 @@ The JSON document (one object, ``files`` in the order given)::
                     "labels": {"reason": "cuda_oom", ...}, "value": 1}]
     }]}
 
-``metrics`` holds the series that have only the task's labels, by sample name (counters
-end in ``_total``); ``series`` the ones with more labels (``training_job_id`` and
-``task_id`` left out). Numbers are JSON numbers; NaN and infinities are the strings
+``metrics`` holds the series that have only the task's labels, by sample name as
+``/metrics`` prints it (counters end in ``_total``, a summary gives ``_count`` and
+``_sum``); ``series`` the ones with more labels (``training_job_id`` and ``task_id`` left
+out). Numbers are JSON numbers; NaN and infinities are the strings
 ``"NaN"``, ``"+Inf"`` and ``"-Inf"`` (as in the Prometheus text format). Line numbers
 count from 1, with ``\\r\\n``, ``\\r`` and ``\\n`` each ending a line.
 """
