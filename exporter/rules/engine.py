@@ -37,10 +37,11 @@ from .vocabulary import RUNNING_RANK
 _UNANCHORED = re2._Anchor.UNANCHORED
 _ANCHOR_START = re2._Anchor.ANCHOR_START
 
-CHUNK_BYTES = 16 * 1024
+CHUNK_BYTES = 8 * 1024
 """Roughly how much text one set match covers. A rule the set match names searches the
-whole chunk: small chunks keep that short (a marker every few hundred lines costs a
-search of 16 KiB, not 64), and the set match costs about the same per byte either way."""
+whole chunk: small chunks keep that short (a loss format every few dozen lines, a marker
+every few hundred cost a search of 8 KiB, not 64), and the set match costs little more
+per byte (on the realistic log of bench/analyze_floor.py: 8 KiB beat 16 and 64)."""
 
 _MAX_FRUITLESS = 128
 """A vocabulary gauge reads at most this many candidate lines that give it nothing, from
