@@ -78,7 +78,11 @@ class Exporter:
 
         if rules is None:
             rules = load_rules(config.rules.paths, include_default=config.rules.include_default)
-        self.rules = RuleSet(rules, label_value_max_length=config.rules.label_value_max_length)
+        self.rules = RuleSet(
+            rules,
+            label_value_max_length=config.rules.label_value_max_length,
+            max_series_per_rule=config.rules.max_series_per_rule,
+        )
         self.metrics.init_rules(rule.name for rule in rules)
         self.metrics.loaded(True, clock())
 
@@ -263,7 +267,11 @@ class Exporter:
         tls = self._tls
         if web is not self.web:
             tls = web.ssl_context_provider() if web else None
-        rules = RuleSet(ready.rules, label_value_max_length=config.rules.label_value_max_length)
+        rules = RuleSet(
+            ready.rules,
+            label_value_max_length=config.rules.label_value_max_length,
+            max_series_per_rule=config.rules.max_series_per_rule,
+        )
         self.metrics.init_rules(rule.name for rule in ready.rules)
         self.collector.set_rules(ready.rules)
         self.discovery.reconfigure(_discovery_settings(config))

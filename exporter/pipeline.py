@@ -103,7 +103,12 @@ def apply_preview(
             exit_line=None,
         )
     if adv.block:
-        scan = rules.scan(adv.block, context=updated.rule_context, first_line_of=first_line_of)
+        scan = rules.scan(
+            adv.block,
+            context=updated.rule_context,
+            first_line_of=first_line_of,
+            known_series=(updated.gauges, updated.counters),
+        )
         stats.scan = scan
         updated = _apply_scan(updated, scan, limits, stats)
         updated = _keep_lines(updated, scan, int(task.processed_bytes), now, tuple(secrets))
@@ -136,6 +141,7 @@ def _advance(
 
 def _apply_scan(task: TaskState, scan: ScanResult, limits: Limits, stats: PollStats) -> TaskState:
     changes: dict[str, object] = {}
+    stats.series_dropped.update(scan.series_dropped)
     if scan.errors:
         changes["errors"] = _add(task.errors, scan.errors)
     if scan.warnings:

@@ -12,6 +12,10 @@ each of those lines in Python. Instead, from the start of a line that the patter
 matches, one anchored RE2 match skips the whole run of consecutive lines that ``unless``
 matches: Python work per run of rejected lines, not per line.
 
+Loss rules read every line (each line's loss counts in ``loss_values``): one search of
+the loss patterns combined finds the next line any of them matches, then the rules the
+chunk's set match named are tried on that line, in load order.
+
 Counting: a marker counts each line where one of its rules matches
 once; value rules (exit code, loss, gauges) keep the value of the last line that
 matched (on one line, the rule loaded first); counters add per matching line. Context
@@ -30,7 +34,15 @@ from typing import Any
 
 import re2
 
-from .model import NUM, Example, Rule, parse_number, re2_options, signal_number
+from .model import (
+    NUM,
+    Example,
+    Rule,
+    parse_number,
+    re2_options,
+    signal_number,
+    without_groups,
+)
 from .normalize import normalize, raw_offset
 from .vocabulary import RUNNING_RANK
 
@@ -106,6 +118,9 @@ class ScanResult:
     rule_failures: dict[str, int] = field(default_factory=dict)
     """Rule -> matching lines whose value or label could not be used."""
     rule_seconds: dict[str, float] = field(default_factory=dict)
+    series_dropped: dict[str, int] = field(default_factory=dict)
+    """Rule -> matching lines left out because they would have made one series more than
+    ``max_series_per_rule``."""
     prefilter_seconds: float = 0.0
     context: Context = field(default_factory=dict)
     """The step/epoch context lines in force at the end of the block (with what was
@@ -159,14 +174,30 @@ class _State:
     """Every line with a training loss, in line order."""
     fruitless: dict[int, int] = field(default_factory=dict)
     """Vocabulary gauge -> candidate lines read that gave it nothing."""
+    series: dict[int, set[Labels]] = field(default_factory=dict)
+    """Labelled rule index -> the new label sets it gave in this scan."""
+    known: Sequence[Collection[SeriesKey]] = ()
+    """The series that exist already (``scan``'s ``known_series``)."""
 
 
 class RuleSet:
-    """Compiled rules, ready to scan blocks of log lines. Immutable and thread-safe."""
+    """Compiled rules, ready to scan blocks of log lines. Immutable and thread-safe.
 
-    def __init__(self, rules: Sequence[Rule], *, label_value_max_length: int = 128) -> None:
+    Raises re2.error when the rules together exceed RE2's memory budget (``SET_MAX_MEM``);
+    ``load_rules`` checks this and names it as a rule problem."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        label_value_max_length: int = 128,
+        max_series_per_rule: int = 100,
+    ) -> None:
         self.rules = tuple(rules)
         self.label_value_max_length = label_value_max_length
+        self.max_series_per_rule = max_series_per_rule
+        """A labelled rule gives at most this many label sets per scan; the lines of
+        others count in ``ScanResult.series_dropped`` (the store caps across scans)."""
         self._set: Any = None
         if self.rules:
             options = re2_options()
@@ -192,6 +223,9 @@ class RuleSet:
         """Rules that keep only the last value: they read backwards from the end."""
         self._losses = frozenset(i for i, rule in enumerate(self.rules) if rule.kind == "loss")
         """Loss rules: every line's loss counts (``loss_values``); read forwards."""
+        self._loss_search = _loss_search([self.rules[i] for i in sorted(self._losses)])
+        """One search for the lines any loss rule matches: RE2's ``Match`` of the loss
+        patterns combined."""
         self._unless: dict[int, tuple[Any, Any]] = {}
         """Marker rules with ``unless`` -> (their pattern's search, runs of lines matching
         ``unless``), see the module's docstring."""
@@ -207,12 +241,15 @@ class RuleSet:
         *,
         context: Mapping[str, Any] | None = None,
         first_line_of: Collection[tuple[str, str]] = (),
+        known_series: Sequence[Collection[SeriesKey]] = (),
     ) -> ScanResult:
         """Run every rule over the lines of ``block`` (raw log bytes).
 
         ``context``: the ``ScanResult.context`` of the previous block of the same log.
         ``first_line_of``: (severity, marker) pairs whose first line in the block to report
         in ``ScanResult.first_line_index`` (each costs a count of the lines before it).
+        ``known_series``: collections of the custom series, (metric, labels), that exist
+        already: they always take a line's value, outside ``max_series_per_rule``.
         """
         result = ScanResult()
         carried = _carried(context)
@@ -221,7 +258,7 @@ class RuleSet:
             return result
         data = normalize(block)
         view = memoryview(data)
-        state = _State(result)
+        state = _State(result, known=known_series)
         size = len(data)
         chunks: list[tuple[int, int, list[int]]] = []
         """The chunks where some rule can match: (start, end, those rules, sorted)."""
@@ -246,7 +283,7 @@ class RuleSet:
                         self._run(index, data, start, end, state)
                 loss_rules = [index for index in hits if index in losses]
                 if loss_rules:
-                    self._run_losses(loss_rules, data, start, end, state)
+                    self._read_losses(loss_rules, data, start, end, state)
             start = end
         self._last_loss(state)
         for index in sorted(last_only):
@@ -303,46 +340,43 @@ class RuleSet:
             failures = self._take_values(rule, index, data, hits, state)
         _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
 
-    def _run_losses(
+    def _read_losses(
         self, indices: list[int], chunk: bytes, start: int, end: int, state: _State
     ) -> None:
-        """The loss rules that can match in one chunk (``chunk[start:end]``), forwards:
-        each line's loss from the first rule (in load order) that gives one there."""
-        taken: dict[int, _LossLine] = {}
-        for index in indices:
-            rule = self.rules[index]
+        """The loss rules that can match in one chunk (``chunk[start:end]``, ``indices``
+        in load order), forwards, with one search for them all: each candidate line's loss
+        from the first rule that gives one there. Only the value is read; the kept line's
+        step and epoch are read at the end (``_last_loss``)."""
+        rules, result, search = self.rules, state.result, self._loss_search
+        pos = start
+        while pos < end:
             t0 = time.perf_counter()
-            matches = failures = 0
-            for line_end, spans in _matching_lines(rule, chunk, start, end):
-                if line_end in taken:
+            begin = search(_UNANCHORED, chunk, pos, end)[0][0]
+            if begin < 0:
+                break
+            line_start = chunk.rfind(b"\n", 0, begin) + 1
+            line_end = chunk.find(b"\n", begin, end)
+            if line_end < 0:
+                line_end = end
+            pos = line_end + 1
+            for index in indices:
+                rule = rules[index]
+                find = (rule.finder or rule.regex)._regexp.Match
+                if find(_UNANCHORED, chunk, line_start, line_end)[0][0] < 0:
                     continue
-                if rule.extract_fast is not None:
-                    line_start = chunk.rfind(b"\n", 0, spans[0][0]) + 1
-                    fast = rule.extract_fast(chunk[line_start:line_end])
-                    if fast is None:
-                        continue
-                    value, rank = fast
-                    taken[line_end] = _LossLine(
-                        line_end, index, value, rank, None, chunk, line_end, spans
-                    )
-                else:
-                    try:
-                        _, loss = self._value(rule, chunk, spans, (), line_end)
-                    except ValueError:
-                        failures += 1
-                        continue
-                    taken[line_end] = _LossLine(
-                        line_end, index, loss.value, 0, loss, chunk, line_end, spans
-                    )
-                matches += 1
-            _tally(state.result, rule.name, matches, failures, time.perf_counter() - t0)
-        result = state.result
-        for line_end in sorted(taken):
-            line = taken[line_end]
-            state.losses.append(line)
-            if math.isfinite(line.value):
-                result.loss_count += 1
-                result.loss_sum += line.value
+                line = _loss_on_line(rule, index, chunk, line_start, line_end)
+                if line is None:
+                    _tally(result, rule.name, 0, 0, time.perf_counter() - t0)
+                    continue
+                if isinstance(line, ValueError):
+                    _tally(result, rule.name, 1, 1, time.perf_counter() - t0)
+                    continue
+                _tally(result, rule.name, 1, 0, time.perf_counter() - t0)
+                state.losses.append(line)
+                if math.isfinite(line.value):
+                    result.loss_count += 1
+                    result.loss_sum += line.value
+                break
 
     def _last_loss(self, state: _State) -> None:
         """The loss to keep: the last line's, unless it is a running mean printed right
@@ -357,10 +391,11 @@ class RuleSet:
                     chosen = earlier
                     break
         loss = chosen.loss
-        if loss is None:
-            taken = _extracted(
-                self.rules[chosen.index], chosen.chunk, chosen.line_end, chosen.spans
-            )
+        rule = self.rules[chosen.index]
+        if loss is None and rule.extract is None:  # a format rule: its step and epoch now
+            loss = self._value(rule, chosen.chunk, chosen.spans, (), chosen.line_end)[1]
+        elif loss is None:
+            taken = _extracted(rule, chosen.chunk, chosen.line_end, chosen.spans)
             loss = taken[0] if taken is not None else Loss(chosen.value)
         _keep_last(state.last, "loss", (chosen.at, -chosen.index), loss)
 
@@ -431,6 +466,8 @@ class RuleSet:
                 except ValueError:
                     failures += 1
                     continue
+                if not self._admit(rule, index, labels, state):
+                    continue
                 key = (rule.metric, labels)
                 previous = result.counters.get(key, (0.0, rule.name))[0]
                 result.counters[key] = (previous + value, rule.name)
@@ -459,11 +496,28 @@ class RuleSet:
             except ValueError:
                 failures += 1
                 continue
+            if rule.labels and not self._admit(rule, index, labels, state):
+                continue
             _keep_last(state.last, slot, (line_end, -index), value)
             done.add(labels)
             if not rule.labels:
                 break
         return failures
+
+    def _admit(self, rule: Rule, index: int, labels: Labels, state: _State) -> bool:
+        """Whether a labelled rule's line may give its label set: a series that exists
+        already, one it gave before in this scan, or a new one under
+        ``max_series_per_rule``; a line refused counts in
+        ``series_dropped``. Memory and time stay bounded whatever a log prints."""
+        given = state.series.setdefault(index, set())
+        if labels in given or any((rule.metric, labels) in known for known in state.known):
+            return True
+        if len(given) < self.max_series_per_rule:
+            given.add(labels)
+            return True
+        dropped = state.result.series_dropped
+        dropped[rule.name] = dropped.get(rule.name, 0) + 1
+        return False
 
     def _take_context(
         self, index: int, chunk: bytes, hits: list[tuple[int, Any]], state: _State
@@ -598,6 +652,53 @@ class RuleSet:
         if example.labels is not None and example.labels != got_labels:
             return f"labels are {got_labels}, expected {example.labels}"
         return ""
+
+
+def _loss_search(rules: Sequence[Rule]) -> Any:
+    """RE2's ``Match`` of the loss rules' patterns combined, without groups: it finds the
+    next line where any of them matches, in one scan (None without loss rules). Raises
+    re2.error when the combination exceeds RE2's memory budget (load_rules reports it)."""
+    if not rules:
+        return None
+    options = re2_options()
+    options.max_mem = SET_MAX_MEM
+    combined = "|".join(f"(?:{without_groups(rule.pattern)})" for rule in rules)
+    return re2.compile("(?m)" + combined, options)._regexp.Match
+
+
+def _loss_on_line(
+    rule: Rule, index: int, chunk: bytes, line_start: int, line_end: int
+) -> _LossLine | ValueError | None:
+    """One loss rule on one line it matches: the line's loss (its value only), a
+    ValueError when the value is unusable, or None when the rule gives none there (the
+    line matches ``unless``, or the vocabulary finds no training loss on it)."""
+    unless = rule.unless
+    if (
+        unless is not None
+        and unless._regexp.Match(_UNANCHORED, chunk, line_start, line_end)[0][0] >= 0
+    ):
+        return None
+    if rule.extract_fast is not None:
+        fast = rule.extract_fast(chunk[line_start:line_end])
+        if fast is None:
+            return None
+        spans = ((line_start, line_end),)
+        return _LossLine(line_end, index, fast[0], fast[1], None, chunk, line_end, spans)
+    if rule.extract is not None:  # a vocabulary rule without a fast reader
+        spans = ((line_start, line_end),)
+        found = _extracted(rule, chunk, line_end, spans)
+        if found is None:
+            return None
+        loss, rank = found
+        return _LossLine(line_end, index, loss.value, rank, loss, chunk, line_end, spans)
+    spans = rule.regex._regexp.Match(_UNANCHORED, chunk, line_start, line_end)
+    if spans[0][0] < 0:  # not reached: the set matched this rule on this line
+        return None
+    try:
+        value = _value_of(rule, chunk, spans)
+    except ValueError as exc:
+        return exc
+    return _LossLine(line_end, index, value, 0, None, chunk, line_end, spans)
 
 
 def _extracted(rule: Rule, chunk: bytes, line_end: int, spans: Any) -> tuple[Loss, int] | None:
@@ -838,6 +939,8 @@ def _increment(rule: Rule, chunk: bytes, spans: Any) -> float:
     value = _value_of(rule, chunk, spans)
     if value < 0 or math.isnan(value):
         raise ValueError("a counter cannot go down")
+    if math.isinf(value):  # 1e309: it would make the counter inf for good
+        raise ValueError("a counter cannot grow by infinity")
     return value
 
 

@@ -129,7 +129,7 @@ def vocabulary_rules(
         _rule(
             "kv_nan_metric",
             "warning",
-            r"(?i)(?:^|[^\w.])[-+]?nan(?:[^\w]|$)",
+            _nan_metric_candidates(vocabulary),
             problems,
             marker="nan_metric",
             examples=tuple(
@@ -178,6 +178,16 @@ def vocabulary_rules(
             )
         )
     return vocabulary, [rule for rule in rules if rule is not None]
+
+
+def _nan_metric_candidates(vocabulary: Vocabulary) -> str:
+    """A nan on a line that matches one of the vocabulary's ``eval_lines`` (before or
+    after it): not every ``nan`` (Megatron's ``number of nan iterations:`` on each line)."""
+    nan = r"(?i:(?:^|[^\w.])[-+]?nan(?:[^\w]|$))"
+    if not vocabulary.eval_lines:
+        return nan
+    lines = "|".join(f"(?:{p})" for p in vocabulary.eval_lines)
+    return rf"(?:{lines})[^\n]*?{nan}|{nan}[^\n]*?(?:{lines})"
 
 
 def _rule(

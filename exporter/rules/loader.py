@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import re2
+
+from .engine import SET_MAX_MEM, RuleSet
 from .kvrules import vocabulary_rules
 from .model import Rule, RuleError, load_rule_file
 from .vocabfile import VocabularySpec
@@ -85,6 +88,15 @@ def load_rules(paths: Iterable[Path | str] = (), *, include_default: bool = True
                     f"{rule.source} ({rule.name}): metric: {rule.metric} is fed with another "
                     f"kind or other labels at {first[2]}"
                 )
+    if not problems:
+        try:
+            RuleSet(rules)
+        except re2.error:
+            problems.append(
+                f"the {len(rules)} rules together exceed RE2's memory budget for one "
+                f"automaton ({SET_MAX_MEM >> 20} MiB): remove rules, or shorten their "
+                "patterns (bounded repeats such as {1,200} and long alternations cost most)"
+            )
     if problems:
         raise RuleError(problems)
     return rules

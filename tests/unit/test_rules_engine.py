@@ -252,13 +252,15 @@ def test_counters_add_up_per_line_with_or_without_a_value(tmp_path: Path) -> Non
     result = rules.scan(
         b"restarting worker 1\nrestarting worker 2\nrestarting worker 1\n"
         b"consumed 100 tokens\nconsumed 2.5e2 tokens\nconsumed -5 tokens\nconsumed nan tokens\n"
+        b"consumed 1e309 tokens\nconsumed inf tokens\n"
     )
     assert result.counters == {
         ("modelarts_task_restarts", (("worker", "1"),)): (2.0, "restarts"),
         ("modelarts_task_restarts", (("worker", "2"),)): (1.0, "restarts"),
         ("modelarts_task_tokens", ()): (350.0, "tokens"),
     }
-    assert result.rule_failures == {"tokens": 2}  # a counter never goes down
+    # a counter never goes down, and never grows by infinity (1e309 is inf as a float)
+    assert result.rule_failures == {"tokens": 4}
 
 
 def test_gauges_keep_the_last_value_per_label_set(tmp_path: Path) -> None:
@@ -721,3 +723,51 @@ def test_first_line_numbers_count_crlf_once_and_ignore_colour(tmp_path: Path) ->
     result = rules.scan(block, first_line_of=[("error", "oom")])
     assert result.first_line_index == {("error", "oom"): 5}
     assert rules.scan(block).first_line_index == {}  # only when asked
+
+
+def test_rules_too_large_together_are_named_not_a_traceback(tmp_path: Path) -> None:
+    # each pattern alone fits RE2's budget for one rule (8 MiB); ten of them make a
+    # prefilter automaton larger than its 64 MiB budget
+    rules = "".join(
+        f"  - name: big_{i}\n    kind: error\n    pattern: '(?:\\pL){{1,400}}x{i}'\n"
+        for i in range(10)
+    )
+    found = problems(write(tmp_path, "big.yml", "rules:\n" + rules))
+    assert len(found) == 1
+    assert "the 10 rules together exceed RE2's memory budget" in found[0]
+
+
+def test_series_caps_apply_while_scanning(tmp_path: Path) -> None:
+    rules = ruleset(
+        tmp_path,
+        """
+        rules:
+          - name: per_host
+            kind: counter
+            metric: modelarts_task_host_retries
+            pattern: 'retry on host (?P<host>\\S+)'
+            labels: [host]
+          - name: temperature
+            kind: gauge
+            metric: modelarts_task_device_temperature_celsius
+            pattern: 'device (?P<device>\\S+) at (?P<value>{NUM}) C'
+            labels: [device]
+        """,
+        max_series_per_rule=3,
+    )
+    hosts = b"".join(b"retry on host h%d\n" % (i % 1000) for i in range(3000))
+    devices = b"".join(b"device d%d at %d C\n" % (i, 40 + i % 7) for i in range(1000))
+    result = rules.scan(hosts + devices)
+    # the first three hosts each retried three times (i, i+1000, i+2000)
+    assert result.counters == {
+        ("modelarts_task_host_retries", (("host", f"h{i}"),)): (3.0, "per_host")
+        for i in range(3)
+    }
+    assert result.series_dropped["per_host"] == 3000 - 9
+    assert len(result.gauges) == 3
+    assert result.series_dropped["temperature"] == 1000 - 3
+    # a series that exists already (in the store) always takes its line's value
+    known = {("modelarts_task_host_retries", (("host", "h999"),)): (1.0, "per_host")}
+    again = rules.scan(hosts, known_series=(known,))
+    assert again.counters[("modelarts_task_host_retries", (("host", "h999"),))][0] == 3.0
+    assert len(again.counters) == 4
