@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from contract import ERROR_MARKERS
 
 from modelarts_exporter.diagnosis import (
     CATEGORIES,
@@ -31,30 +32,7 @@ from modelarts_exporter.store import JobState, Store, TaskState, decode_task, en
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "diagnosis"
 
-VOCABULARY_ERRORS = {
-    "python_traceback",
-    "python_exception",
-    "cuda_oom",
-    "npu_oom",
-    "host_oom",
-    "sigkill",
-    "segfault",
-    "bus_error",
-    "abort",
-    "cuda_error",
-    "nccl_error",
-    "nccl_timeout",
-    "hccl_error",
-    "hccl_timeout",
-    "ascend_error",
-    "timeout",
-    "nan_loss",
-    "loss_scale_min_reached",
-    "child_failed",
-    "dataloader_worker_killed",
-    "modelarts_error",
-    "training_failed",
-}
+VOCABULARY_ERRORS = ERROR_MARKERS
 """CONTRACT.md's error markers."""
 
 # log -> (reason, category, a piece of the first evidence line)

@@ -760,8 +760,7 @@ def test_series_caps_apply_while_scanning(tmp_path: Path) -> None:
     result = rules.scan(hosts + devices)
     # the first three hosts each retried three times (i, i+1000, i+2000)
     assert result.counters == {
-        ("modelarts_task_host_retries", (("host", f"h{i}"),)): (3.0, "per_host")
-        for i in range(3)
+        ("modelarts_task_host_retries", (("host", f"h{i}"),)): (3.0, "per_host") for i in range(3)
     }
     assert result.series_dropped["per_host"] == 3000 - 9
     assert len(result.gauges) == 3

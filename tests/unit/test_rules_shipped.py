@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from contract import ERROR_MARKERS, WARNING_MARKERS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,39 +25,6 @@ from modelarts_exporter.rules.telemetry import GAUGES
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "logs"
 GOLDEN = sorted(FIXTURES.glob("*.log"))
-
-ERROR_MARKERS = {
-    "python_traceback",
-    "python_exception",
-    "cuda_oom",
-    "npu_oom",
-    "host_oom",
-    "sigkill",
-    "segfault",
-    "bus_error",
-    "abort",
-    "cuda_error",
-    "nccl_error",
-    "nccl_timeout",
-    "hccl_error",
-    "hccl_timeout",
-    "ascend_error",
-    "timeout",
-    "nan_loss",
-    "loss_scale_min_reached",
-    "child_failed",
-    "dataloader_worker_killed",
-    "modelarts_error",
-    "training_failed",
-}
-WARNING_MARKERS = {
-    "loss_scale_overflow",
-    "nan_grad",
-    "skipped_steps",
-    "nan_loss_suspected",
-    "loss_zero",
-    "nan_metric",
-}
 
 
 @pytest.fixture(scope="module")
