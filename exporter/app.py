@@ -11,7 +11,6 @@ file keeps the old rules and settings. See ``config.changes`` for what needs a r
 
 from __future__ import annotations
 
-import collections
 import logging
 import signal
 import socket
@@ -20,7 +19,6 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from types import FrameType
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
@@ -32,6 +30,7 @@ from .modelarts.client import ModelArtsClient, RetryPolicy, new_session
 from .modelarts.throttle import Throttle
 from .pipeline import Limits
 from .prepare import Prepared, problems_text
+from .process_signals import SignalWaiter
 from .rules import Rule, RuleError, RuleSet, load_rules
 from .scheduler import CollectSettings, Poller
 from .selfmetrics import SelfMetrics
@@ -201,36 +200,18 @@ class Exporter:
 
     def run(self) -> None:
         """Start; reload on SIGHUP; stop cleanly on SIGTERM or SIGINT."""
-        events: collections.deque[signal.Signals] = collections.deque()
-        wake = threading.Event()
-
-        def handle(signum: int, frame: FrameType | None) -> None:
-            del frame
-            events.append(signal.Signals(signum))
-            wake.set()
-
-        signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        previous = {sig: signal.signal(sig, handle) for sig in signals}
-        try:
-            self.start()
-            while True:
-                wake.wait()
-                wake.clear()
-                while events:
-                    received = events.popleft()
-                    if received == signal.SIGHUP:
-                        self.reload("SIGHUP")
-                        continue
-                    log.info("received %s: stopping", received.name)
-                    return
-        finally:
-            # A second SIGTERM/SIGINT while stopping acts as it did before; a SIGHUP
-            # while stopping is ignored rather than killing the process mid-save.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, previous[sig])
-            self.stop()
-            signal.signal(signal.SIGHUP, previous[signal.SIGHUP])
-            log.info("stopped")
+        with SignalWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) as signals:
+            try:
+                self.start()
+                while (received := signals.wait()) == signal.SIGHUP:
+                    self.reload("SIGHUP")
+                log.info("received %s: stopping", received.name)
+            finally:
+                # A second SIGTERM/SIGINT while stopping acts as it did before; a SIGHUP
+                # while stopping is ignored rather than killing the process mid-save.
+                signals.restore((signal.SIGTERM, signal.SIGINT))
+                self.stop()
+                log.info("stopped")
 
     # --- reload ---------------------------------------------------------------------------
 

@@ -468,9 +468,9 @@ def _plural(count: int, word: str) -> str:
 
 def _simulate(args: argparse.Namespace) -> int:
     import signal
-    import threading
 
     from .config import parse_listen_address
+    from .process_signals import SignalWaiter
     from .simulator import SimAuth, Simulator, demo_scenario, scale_scenario
 
     problems = []
@@ -513,10 +513,8 @@ def _simulate(args: argparse.Namespace) -> int:
     simulator = Simulator(scenario, host=host, port=port, auth=auth)
     simulator.start()
     print(_simulator_banner(args, simulator.url, simulator.project_id, token), flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    with SignalWaiter((signal.SIGTERM, signal.SIGINT)) as signals:
+        signals.wait()
     simulator.stop()
     return EXIT_OK
 
