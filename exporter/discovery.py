@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsEr
 from .modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
 from .signals import job_timing, recovery_labels
 from .store import JobState, Store
+from .userregex import compile_user_regex
 
 log = logging.getLogger("exporter.discovery")
 
@@ -80,7 +80,7 @@ class Discovery:
         self._settings = settings
         self._clock = clock
         self._on_failure = on_failure
-        self._name = re.compile(settings.name_regex) if settings.name_regex else None
+        self._name = compile_user_regex(settings.name_regex) if settings.name_regex else None
         self._refreshed = False
         self._failing = False
         self.errors: list[ModelArtsError] = []

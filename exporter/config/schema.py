@@ -36,7 +36,8 @@ Relative paths are resolved against the directory of the configuration file.
                                          # the longest pause of a task that keeps failing
     discovery:
       phases: [Creating, Pending, Running, Terminating]   # non-empty; of the 8 phases
-      name_regex: null              # Python regex: only jobs whose name it matches
+      name_regex: null              # RE2 regex (no look-around or back-references):
+                                    # only jobs whose name it matches (anywhere)
       job_ids: null                 # a list: watch exactly these training jobs
       startup_lookback_seconds: 604800   # >= 0: without state, how far back (creation
                                          # time) to look for jobs that ended recently

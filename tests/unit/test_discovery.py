@@ -131,6 +131,20 @@ def test_name_filter_and_explicit_ids(store: Store, clock: FakeClock) -> None:
     assert set(store.jobs()) == {"2"}
 
 
+def test_a_crafted_job_name_cannot_freeze_the_name_filter(store: Store, clock: FakeClock) -> None:
+    """Python's re needs about 2**40 steps for this name; RE2 one pass (issue 10, item 3)."""
+    now = clock.now
+    crafted = "a" * 40 + "!"
+    api = FakeModelArts(
+        jobs={
+            "1": job("1", created=now - 60, name=crafted),
+            "2": job("2", created=now - 60, name="aaaa"),
+        }
+    )
+    discovery(api, store, clock, name_regex="^(a+)+$").refresh()
+    assert set(store.jobs()) == {"2"}
+
+
 def test_shards_split_the_jobs(tmp_path: Path, clock: FakeClock) -> None:
     api = FakeModelArts(
         jobs={f"job-{i}": job(f"job-{i}", created=clock.now - 60) for i in range(40)}
