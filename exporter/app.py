@@ -82,7 +82,12 @@ class Exporter:
         self.metrics.init_rules(rule.name for rule in rules)
         self.metrics.loaded(True, clock())
 
-        self.store = Store(config.state.path, clock=clock, on_save=self.metrics.saved)
+        self.store = Store(
+            config.state.path,
+            clock=clock,
+            on_save=self.metrics.saved,
+            on_rejected=self.metrics.row_rejected,
+        )
         settings = config.modelarts
         session = new_session(pool_maxsize=max(32, 2 * config.collect.concurrency))
         auth = credentials.build_auth(
@@ -108,6 +113,7 @@ class Exporter:
             _discovery_settings(config),
             clock=clock,
             on_failure=self.metrics.discovery_failures.inc,
+            on_bad_text=lambda field: self.metrics.invalid_api_text.labels(field).inc(),
         )
         self.signals = SignalReader(
             self.client,

@@ -218,6 +218,9 @@ class Poller:
                 report.metrics_read[read.result()] += 1
         self._discovery.expire()
         ok_discovery = report.discovery_ok is not False
+        # What a write could not save (a full disk), or a state file that was deleted.
+        self._store.flush()
+        self._metrics.state_unsaved.set(self._store.unsaved)
         snapshot = self._store.snapshot()
         self._metrics.watched_jobs.set(len(snapshot.jobs))
         self._metrics.watched_tasks.set(len(snapshot.tasks))

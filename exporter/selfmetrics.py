@@ -107,6 +107,16 @@ class SelfMetrics:
             "Job list or details calls that failed; the last known jobs are kept.",
             registry=registry,
         )
+        self.invalid_api_text = Counter(
+            f"{prefix}_api_invalid_text",
+            "Text fields of job answers that could not be used as sent (a lone UTF-16 "
+            "surrogate, control characters in an id, over-long): a job or task with such an "
+            "id is not watched, a name is shown with U+FFFD.",
+            ["field"],
+            registry=registry,
+        )
+        for text_field in ("id", "task", "name", "phase", "engine", "flavor"):
+            self.invalid_api_text.labels(text_field)
         self.watched_jobs = Gauge(
             f"{prefix}_watched_jobs", "Training jobs being exported.", registry=registry
         )
@@ -159,7 +169,10 @@ class SelfMetrics:
             f"{prefix}_state_saves", "Writes of the state file.", registry=registry
         )
         self.state_save_failures = Counter(
-            f"{prefix}_state_save_failures", "Failed writes of the state file.", registry=registry
+            f"{prefix}_state_save_failures",
+            "Failed writes of the state file (a full disk, an I/O error, a lock): the state "
+            "stays in memory and the write is tried again every cycle.",
+            registry=registry,
         )
         # Prometheus' own names for the same thing.
         self.reload_successful = Gauge(
@@ -172,6 +185,21 @@ class SelfMetrics:
             "Unix time of the last successful configuration load (the start, or a reload).",
             registry=registry,
         )
+        self.state_unsaved = Gauge(
+            f"{prefix}_state_unsaved_changes",
+            "Changes (job, task and expired-job rows) in memory that are not in the state "
+            "file yet; above 0 after a cycle, a crash would count those lines again.",
+            registry=registry,
+        )
+        self.state_rows_rejected = Counter(
+            f"{prefix}_state_rows_rejected",
+            "Rows of the state file that were not what this version writes (rejected at load: "
+            "that task starts afresh) or could not be written.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("job", "task", "expired"):
+            self.state_rows_rejected.labels(kind)
 
     def init_rules(self, names: Iterable[str]) -> None:
         count = 0
@@ -210,3 +238,6 @@ class SelfMetrics:
 
     def saved(self, ok: bool) -> None:
         (self.state_saves if ok else self.state_save_failures).inc()
+
+    def row_rejected(self, kind: str) -> None:
+        self.state_rows_rejected.labels(kind).inc()

@@ -64,7 +64,9 @@ def metrics_body(
     body = encoder(registry)
     if openmetrics:
         body = body.removesuffix(_EOF)
-    body += store(openmetrics=openmetrics).encode()
+    # "replace": a label value that slipped past discovery's checks with a character UTF-8
+    # cannot encode must not turn every scrape into a 500.
+    body += store(openmetrics=openmetrics).encode("utf-8", "replace")
     if openmetrics:
         body += _EOF
     return body, content_type

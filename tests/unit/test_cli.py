@@ -16,6 +16,7 @@ import pytest
 from modelarts_exporter import __version__, app
 from modelarts_exporter.cli import main
 from modelarts_exporter.config import Credentials
+from modelarts_exporter.logsetup import JsonFormatter, LogfmtFormatter
 
 
 @pytest.fixture(autouse=True)
@@ -692,3 +693,19 @@ def test_rules_check_tells_what_your_rules_cost(
     assert "RE2 program" not in capsys.readouterr().err
     assert main(["rules", "check"]) == 0  # the shipped rules alone: nothing to measure
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
+def test_log_lines_are_one_line_whatever_the_api_sent(formatter: logging.Formatter) -> None:
+    """A job name with a newline cannot forge a log line; a lone surrogate (valid JSON from
+    the API) cannot break the stream."""
+    record = logging.LogRecord(
+        "exporter.discovery", logging.INFO, __file__, 1, "watching job %s", ("a\nfake\ud800",), None
+    )
+    line = formatter.format(record)
+    assert "\n" not in line
+    line.encode("utf-8")
+    if isinstance(formatter, JsonFormatter):
+        assert json.loads(line)["msg"] == "watching job a\nfake\\ud800"
+    else:
+        assert 'msg="watching job a\\nfake\\ud800"' in line

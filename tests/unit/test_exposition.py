@@ -182,3 +182,17 @@ def test_basic_auth_guards_everything(registry: CollectorRegistry) -> None:
     assert status.startswith("401")
     assert headers["WWW-Authenticate"].startswith("Basic")
     assert _call(app, "/metrics", {"Authorization": "Basic ok"})[0].startswith("200")
+
+
+def test_a_label_value_utf8_cannot_encode_does_not_break_metrics(
+    registry: CollectorRegistry,
+) -> None:
+    """A lone surrogate (valid JSON) that reached the store must not make /metrics a 500."""
+    job = JobState("job-1", "bad\ud800name", "Running", ("worker-0",), "\udfff", "gpu")
+    snapshot = Snapshot({"job-1": job}, {("job-1", "worker-0"): TaskState("job-1", "worker-0")})
+    app = make_app(
+        registry, StoreCollector(lambda: snapshot, load_rules()).render, ready=lambda: True
+    )
+    status, _, body = _call(app, "/metrics")
+    assert status.startswith("200")
+    assert b'training_job_name="bad?name"' in body

@@ -183,3 +183,28 @@ def test_one_state_file_serves_one_exporter(tmp_path: Path) -> None:
     first.close()
     second.open()  # free again
     second.close()
+
+
+def test_a_row_sqlite_cannot_store_never_poisons_the_next_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A lone surrogate in an id (valid JSON from the API) cannot be written: that row is
+    refused and counted, the transaction is rolled back, and the next write works."""
+    path = tmp_path / "state.db"
+    results: list[bool] = []
+    rejected: list[str] = []
+    store = Store(path, on_save=results.append, on_rejected=rejected.append)
+    store.open()
+    store.put_job(JobState("bad\ud800", "train", "Running", ("worker-0",)))
+    store.put_job(JobState("job-1", "train", "Running", ("worker-0",)))
+    store.commit(_task())
+    assert store.flush()
+    store.close()
+    assert rejected == ["job"]
+    assert results.count(False) == 0
+    assert "cannot save the job" in caplog.text
+    again = Store(path)
+    again.open()
+    assert set(again.snapshot().jobs) == {"job-1"}
+    assert _same(again.snapshot().tasks[("job-1", "worker-0")], _task())
+    again.close()
