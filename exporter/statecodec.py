@@ -162,7 +162,10 @@ def _decode_series(rows: Any, key: str, *, counters: bool) -> dict[SeriesKey, tu
                 raise RowError(f"field {key} holds a label that is not [name, value]")
             pairs.append((pair[0], pair[1]))
         what = f"a value in field {key}"
-        number = _count(value, what) if counters else _number(value, what)
+        number = _number(value, what)
+        # A summary's _sum (the loss summary) may be negative; no counter is infinite.
+        if counters and not math.isfinite(number):
+            raise RowError(f"{what} is not finite")
         series[(metric, tuple(pairs))] = (number, rule)
     return series
 
@@ -209,6 +212,10 @@ def decode_task(text: str, key: tuple[str, str] | None = None) -> TaskState:
         raise RowError("field up is not true, false or null")
     context = _object(_get(data, "rule_context", {}), "field rule_context")
     try:
+        cursor = decode_cursor(_get(data, "cursor", _MISSING))
+    except RowError as exc:
+        raise RowError(f"field cursor: {exc}") from None
+    try:
         marker_lines = decode_marker_lines(data.get("marker_lines", {}))
         exit_line = data.get("exit_line")
         exit_line = None if exit_line is None else decode_line(exit_line)
@@ -217,7 +224,7 @@ def decode_task(text: str, key: tuple[str, str] | None = None) -> TaskState:
     return TaskState(
         job_id=job_id,
         task_id=task_id,
-        cursor=decode_cursor(_get(data, "cursor", _MISSING)),
+        cursor=cursor,
         processed_bytes=_count(_get(data, "processed_bytes", 0.0), "field processed_bytes"),
         skipped_bytes=_count(_get(data, "skipped_bytes", 0.0), "field skipped_bytes"),
         resets=_count(_get(data, "resets", 0.0), "field resets"),

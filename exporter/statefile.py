@@ -272,12 +272,13 @@ class StateFile:
         Returns where the replacement went (None when the file was deleted).
         """
         self.close_db()
-        if change == "replaced" and self.path.exists():
-            return self.move_aside("replaced while in use", kind="replaced")
         for suffix in ("-wal", "-shm"):
-            # A journal left without its database belongs to the file that is gone.
+            # Our journal, checkpointed into the file that is gone: applied to another
+            # database it would corrupt it.
             with contextlib.suppress(FileNotFoundError):
                 Path(f"{self.path}{suffix}").unlink()
+        if change == "replaced" and self.path.exists():
+            return self.move_aside("replaced while in use", kind="replaced")
         return None
 
     # --- closing ---------------------------------------------------------------------

@@ -152,6 +152,7 @@ class Store:
         """Every row in memory must be written (the file is new)."""
         self._failing: str | None = None
         """Why writes fail, while they do."""
+        self._opened = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -183,11 +184,13 @@ class Store:
                 raise StateError(f"cannot read it: {exc}") from None
             self._fail(str(exc))
             self._everything = True
+            self._opened = True
             return
         except BaseException:
             file.close()
             raise
         self._load(*rows)
+        self._opened = True
 
     def _load(self, job_rows: Rows, task_rows: Rows, expired_rows: Rows, event_rows: Rows) -> None:
         jobs: dict[str, JobState] = {}
@@ -264,10 +267,11 @@ class Store:
 
     def close(self) -> None:
         """Write what is unsaved, then close the file and release its locks."""
-        if self._file is None:
+        if self._file is None or not self._opened:
             return
         with self._write_lock:
-            if not self.flush():
+            self._opened = False
+            if not self._flush():
                 log.error(
                     "state file %s: %d changes could not be saved before stopping (%s)",
                     self._path_text(),
@@ -443,6 +447,10 @@ class Store:
     def flush(self) -> bool:
         """Write what earlier writes could not, and notice a state file that was deleted or
         replaced (it is written anew from memory). True when memory is all on disk."""
+        with self._write_lock:
+            return self._flush() if self._opened else True
+
+    def _flush(self) -> bool:
         file = self._file
         if file is None:
             return True

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -709,3 +710,30 @@ def test_log_lines_are_one_line_whatever_the_api_sent(formatter: logging.Formatt
         assert json.loads(line)["msg"] == "watching job a\nfake\\ud800"
     else:
         assert 'msg="watching job a\\nfake\\ud800"' in line
+
+
+def test_a_state_file_locked_by_another_program_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locked is not corrupt: serve refuses to start and leaves the file alone."""
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    state = tmp_path / "state.db"
+    other = sqlite3.connect(state, isolation_level=None)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO t VALUES (1)")
+    try:
+        config = tmp_path / "cfg.yml"
+        config.write_text(GOOD + f"state: {{path: {state}}}\n")
+        code, _, err = run(
+            capsys, "serve", "--config.file", str(config), "--web.listen-address", "127.0.0.1:0"
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert code == 1
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if "level=" not in line]
+    assert line.startswith(f"modelarts-exporter: state.path {state}: locked by another program")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yml", "state.db", "state.db.lock"]

@@ -37,10 +37,10 @@ class World:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = FakeClock()
         self.api = FakeModelArts()
-        self.store = Store(tmp_path / "state.db", clock=self.clock)
-        self.store.open()
         self.registry = CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
+        self.store = Store(tmp_path / "state.db", clock=self.clock, on_save=self.metrics.saved)
+        self.store.open()
         self.poller = Poller(
             self.api,
             Discovery(self.api, self.store, DiscoverySettings(), clock=self.clock),
@@ -184,6 +184,41 @@ def test_a_rejected_credential_pauses_every_preview(
     assert calls <= 2 * 4
     assert all(task.up is False for task in world.store.snapshot().tasks.values())
     assert "rejected the credentials" in caplog.text
+
+
+def test_a_full_disk_never_stops_collection_and_the_save_is_retried(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 10, item 5: writes fail (SQLITE_FULL, as on a full disk); cycles go on from
+    memory, failures are counted, and the next cycle with space saves everything."""
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", now=now)
+    world.api.logs[("a", "worker-0")] = b""
+    world.poller.run_cycle()
+    db = world.store._file._db  # type: ignore[union-attr]
+    assert db is not None
+    db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
+    for _ in range(3):
+        world.clock.advance(10)
+        # An unfinished line that grows: the task's row (which holds it) needs new pages.
+        world.api.logs[("a", "worker-0")] += b"Traceback (most recent call last):\n" + b"x" * 5000
+        report = world.poller.run_cycle()
+        assert report.failed == 0
+    assert world.store.task("a", "worker-0").errors == {"python_traceback": 3.0}
+    assert (world.value("modelarts_exporter_state_save_failures_total") or 0) >= 3
+    assert world.value("modelarts_exporter_state_unsaved_changes") == 1.0
+    db.execute("PRAGMA max_page_count=1073741823")
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    assert world.value("modelarts_exporter_state_unsaved_changes") == 0.0
+    in_memory = world.store.task("a", "worker-0")
+    world.poller.stop()
+    world.store.close()
+    again = Store(tmp_path / "state.db")
+    again.open()
+    assert again.task("a", "worker-0") == in_memory
+    again.close()
+    world.store.open()  # for the fixture's close
 
 
 def test_a_cycle_that_overruns_its_interval_is_not_started_twice(
