@@ -329,6 +329,7 @@ def _collect_settings(config: Config) -> CollectSettings:
         discovery_interval_seconds=collect.effective_discovery_interval_seconds,
         concurrency=collect.concurrency,
         failure_backoff_max_seconds=collect.failure_backoff_max_seconds,
+        final_poll_seconds=config.lifecycle.final_poll_seconds,
         limits=Limits(
             max_line_bytes=collect.max_line_bytes,
             max_series_per_rule=config.rules.max_series_per_rule,

@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -69,6 +69,8 @@ class CollectSettings:
     discovery_interval_seconds: float = 30.0
     concurrency: int = 8
     failure_backoff_max_seconds: float = 600.0
+    final_poll_seconds: float = 120.0
+    """How long after a job ended its logs may still be polled (see ``Poller.poll``)."""
     limits: Limits = field(default_factory=Limits)
     cycle_wait_seconds: float | None = None
     """How long a cycle waits for its previews (None: until all are done)."""
@@ -320,8 +322,15 @@ class Poller:
             return "failed", 0
 
     def poll(self, job: JobState, task_id: str) -> tuple[str, int]:
-        """Preview one task and commit what is new; returns (outcome, new bytes)."""
-        final = job.phase in TERMINAL_PHASES
+        """Preview one task and commit what is new; returns (outcome, new bytes).
+
+        A task of a finished job is polled on until its log stops growing: the log can
+        lag the phase change by seconds, and its last lines (the exit code, the OOM) are
+        the ones that matter. The final poll, which also takes the unfinished last line,
+        is the first one that sees no growth since the poll before it (also made after
+        the job ended), or any poll ``final_poll_seconds`` after the job ended.
+        """
+        terminal = job.phase in TERMINAL_PHASES
         task = self._store.task(job.id, task_id)
         if self._clock() < self._paused_until["preview"]:
             # The credentials were rejected: don't ask again until the pause is over.
@@ -344,8 +353,12 @@ class Poller:
             return self._failed(job, task, exc), 0
         self._credentials_work()
         now = self._clock()
+        final = terminal and self._settled(job, task, preview, now)
         if preview is None:
-            self._commit(no_log_yet(task, now=now, final=final))
+            updated = no_log_yet(task, now=now, final=final)
+            if terminal:
+                updated = replace(updated, terminal_polls=task.terminal_polls + 1)
+            self._commit(updated)
             self._metrics.polls.labels("not_ready").inc()
             return "not_ready", 0
         updated, stats = apply_preview(
@@ -357,6 +370,8 @@ class Poller:
             limits=self._settings.limits,
             secrets=self._secrets(),
         )
+        if terminal:
+            updated = replace(updated, terminal_polls=task.terminal_polls + 1)
         if not self._commit(updated):
             return "failed", 0
         self._next_poll.pop((job.id, task_id), None)
@@ -374,6 +389,19 @@ class Poller:
         for rule, dropped in stats.series_dropped.items():
             self._metrics.series_dropped.labels(rule).inc(dropped)
         return stats.outcome, stats.new_bytes
+
+    def _settled(
+        self, job: JobState, task: TaskState, preview: LogPreview | None, now: float
+    ) -> bool:
+        """Whether this poll of a finished job's task is its last (see ``poll``)."""
+        ended = job.ended_at if job.ended_at is not None else now
+        if now - ended >= self._settings.final_poll_seconds:
+            return True
+        if task.terminal_polls == 0:
+            return False
+        if preview is None:
+            return task.log_size is None  # still no log, a poll after the job ended
+        return task.cursor.started and preview.full_size == task.cursor.full_size
 
     def _pause_for_credentials(self, exc: AuthenticationError, kind: str) -> None:
         """A rejected credential pauses every call of its ``kind`` (``listing``: discovery,

@@ -43,6 +43,10 @@ Relative paths are resolved against the directory of the configuration file.
                                          # time) to look for jobs that ended recently
     lifecycle:
       grace_period_seconds: 3600    # >= 0: how long a finished job's series stay
+      final_poll_seconds: 120       # >= 0: a finished job's logs are polled (every
+                                    # interval) until a poll sees no growth since the
+                                    # one before, at most this long after the job
+                                    # ended; then the last unfinished line is taken
     platform:                       # signals beside the log; turn an API off for accounts
       events: true                  #   without its permission (a 403 also turns it off)
       task_metrics: true            # running tasks' CPU/memory/GPU/NPU utilisation
@@ -271,9 +275,10 @@ class DiscoverySettings(Section):
 
 
 class LifecycleSettings(Section):
-    """``lifecycle``: how long a finished job's series stay."""
+    """``lifecycle``: how long a finished job's logs are read, and its series stay."""
 
     grace_period_seconds: Annotated[Seconds, Field(ge=0)] = 3600.0
+    final_poll_seconds: Annotated[Seconds, Field(ge=0)] = 120.0
 
 
 class PlatformSettings(Section):

@@ -659,7 +659,7 @@ config_sections = {
         "failure_backoff_max_seconds",
     ],
     "discovery": ["phases", "name_regex", "job_ids", "startup_lookback_seconds"],
-    "lifecycle": ["grace_period_seconds"],
+    "lifecycle": ["grace_period_seconds", "final_poll_seconds"],
     "state": ["path"],
     "rules": ["paths", "include_default", "label_value_max_length", "max_series_per_rule"],
     "web": ["listen_address", "config_file"],
