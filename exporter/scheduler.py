@@ -369,21 +369,44 @@ class Poller:
             now=now,
             limits=self._settings.limits,
             secrets=self._secrets(),
+            elapsed=_elapsed(job, task, now),
         )
         if terminal:
             updated = replace(updated, terminal_polls=task.terminal_polls + 1)
         if not self._commit(updated):
             return "failed", 0
         self._next_poll.pop((job.id, task_id), None)
+        self._metrics.polls.labels(stats.outcome).inc()
+        if stats.outcome == "stale":
+            level = logging.INFO if task.cursor.stale == 0 else logging.DEBUG
+            log.log(
+                level,
+                "preview of task %s of job %s is older than what was taken (%s): ignored",
+                task_id,
+                job.name,
+                stats.reason,
+            )
+            return stats.outcome, 0
+        if stats.outcome == "implausible":
+            level = logging.WARNING if task.up is not False else logging.DEBUG
+            log.log(
+                level,
+                "preview of task %s of job %s is not plausible (%s): ignored",
+                task_id,
+                job.name,
+                stats.reason,
+            )
+            return stats.outcome, 0
         if task.up is False:
             log.info("task %s of job %s recovered", task_id, job.name)
         if stats.outcome == "reset":
             log.info(
                 "log of task %s of job %s was restarted (%s)", task_id, job.name, stats.reset_reason
             )
-        self._metrics.polls.labels(stats.outcome).inc()
         if stats.ambiguous:
             self._metrics.ambiguities.inc()
+        if stats.misplaced:
+            self._metrics.misplaced.inc()
         if stats.scan is not None:
             self._metrics.observe_scan(stats.scan)
         for rule, dropped in stats.series_dropped.items():
@@ -575,3 +598,12 @@ def _rejects_credentials(exc: AuthenticationError) -> bool:
     """Whether a failed discovery call says the credentials do not work: any 401/403 to
     the job list (no job in particular), else as for previews."""
     return exc.endpoint == "list_jobs" or credential_rejected(exc)
+
+
+def _elapsed(job: JobState, task: TaskState, now: float) -> float | None:
+    """Seconds the log had to grow since the answer the task's state took; None: unknown."""
+    if not task.cursor.started:
+        return now - job.create_time if job.create_time else None
+    if task.last_poll is None or task.failures or task.cursor.stale or task.up is False:
+        return None
+    return now - task.last_poll

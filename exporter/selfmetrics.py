@@ -30,7 +30,17 @@ from .modelarts.errors import ModelArtsError
 from .rules.engine import ScanResult
 
 ENDPOINTS = ("list_jobs", "get_job", "preview_log", "list_events", "task_metrics")
-POLL_OUTCOMES = ("first", "continued", "unchanged", "gap", "reset", "not_ready", "failed")
+POLL_OUTCOMES = (
+    "first",
+    "continued",
+    "unchanged",
+    "gap",
+    "reset",
+    "stale",
+    "implausible",
+    "not_ready",
+    "failed",
+)
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CYCLE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -125,7 +135,8 @@ class SelfMetrics:
         )
         self.polls = Counter(
             f"{prefix}_polls",
-            "Log previews taken, by what the cursor found.",
+            "Log previews taken, by what the cursor found (stale: older than what was already "
+            "taken, ignored; implausible: sizes no log can have, ignored).",
             ["outcome"],
             registry=registry,
         )
@@ -134,6 +145,12 @@ class SelfMetrics:
         self.ambiguities = Counter(
             f"{prefix}_cursor_ambiguities",
             "Previews where the cursor's position could not be told exactly (taken at most once).",
+            registry=registry,
+        )
+        self.misplaced = Counter(
+            f"{prefix}_previews_placed_by_content",
+            "Previews whose sizes put the window elsewhere than its content showed the "
+            "cursor: the content decided what was new.",
             registry=registry,
         )
         self.rule_matches = Counter(

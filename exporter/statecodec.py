@@ -117,6 +117,9 @@ def encode_cursor(state: CursorState) -> dict[str, Any]:
         "pending": base64.b64encode(state.pending).decode(),
         "discard": state.discard,
         "full_size": state.full_size,
+        "context": base64.b64encode(state.context).decode(),
+        "anchors": [[end, base64.b64encode(data).decode()] for end, data in state.anchors],
+        "stale": state.stale,
     }
 
 
@@ -131,7 +134,22 @@ def decode_cursor(data: Mapping[str, Any]) -> CursorState:
         pending=_bytes(data, "pending"),
         discard=_bool(data, "discard"),
         full_size=_int(data, "full_size"),
+        context=_bytes(data, "context") if "context" in data else b"",
+        anchors=_anchors(_get(data, "anchors", [])),
+        stale=_int(data, "stale", 0),
     )
+
+
+def _anchors(rows: Any) -> tuple[tuple[int, bytes], ...]:
+    if not isinstance(rows, list):
+        raise RowError("field anchors is not a list")
+    anchors = []
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 2:
+            raise RowError("field anchors holds an entry that is not [offset, bytes]")
+        entry = {"offset": row[0], "bytes": row[1]}
+        anchors.append((_int(entry, "offset"), _bytes(entry, "bytes")))
+    return tuple(anchors)
 
 
 # --- tasks --------------------------------------------------------------------------------

@@ -990,3 +990,56 @@ def test_lone_surrogates_in_one_jobs_text_stay_with_that_job(
         world.assert_exact(key)
     recover(world)
     no_tracebacks(caplog)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            {"content": "x\n", "current_size": 2, "full_size": 2**40}, id="full-size-2**40"
+        ),
+        pytest.param({"content": "x\n", "current_size": 2, "full_size": 2**33}, id="jump-8GiB"),
+    ],
+)
+def test_an_implausible_full_size_is_a_bad_answer_not_skipped_bytes(
+    world: World, caplog: pytest.LogCaptureFixture, answer: dict[str, object]
+) -> None:
+    """Issue 10, item 6: 2**40 is within what the client lets through; no log can be
+    that big (ModelArts stops logs at 1 GiB) nor grow 8 GiB in two seconds."""
+    before = start(world)
+    world.grow()
+    world.sim.inject(fault_on(world, BAD, status=200, body=_body(answer)))
+    world.cycle()
+    assert world.up(BAD) == 0.0
+    assert world.counters(BAD) == before
+    assert world.self_metric("modelarts_exporter_polls_total", outcome="implausible") == 1.0
+    assert any("not plausible" in r.getMessage() for r in caplog.records)
+    assert_others_exact(world)
+    recover(world)
+    no_tracebacks(caplog)
+
+
+def test_a_lagging_replica_never_doubles_a_counter(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10, item 6: an answer 1 byte shorter than the last, then the last answer's
+    content under a larger full_size: both stale, nothing counted twice."""
+    start(world)
+    key = BAD
+    log = world.sim.log_bytes(world.job_id(key[0]), key[1])
+    shorter = {
+        "content": log[:-1].decode(),
+        "current_size": len(log) - 1,
+        "full_size": len(log) - 1,
+    }
+    world.sim.inject(fault_on(world, key, status=200, body=_body(shorter)))
+    world.cycle()
+    world.grow()
+    larger = {"content": log.decode(), "current_size": len(log), "full_size": len(log) + 5000}
+    world.sim.inject(fault_on(world, key, status=200, body=_body(larger)))
+    world.cycle()
+    assert world.self_metric("modelarts_exporter_polls_total", outcome="stale") == 2.0
+    assert world.up(key) == 1.0
+    recover(world)
+    assert world.self_metric("modelarts_exporter_polls_total", outcome="reset") == 0.0
+    no_tracebacks(caplog)
