@@ -133,7 +133,8 @@ class Exporter:
             clock=clock,
             secrets=auth.secrets,
         )
-        self.collector = StoreCollector(self.store.snapshot, rules)
+        store = self.store
+        self.collector = StoreCollector(store.snapshot, rules, version=lambda: store.version)
 
         if web is None and config.web.config_file is not None:
             web = load_web_config(config.web.config_file)
@@ -154,6 +155,8 @@ class Exporter:
                 app,
                 config.web.listen_address,
                 ssl_context=self._ssl_context if self._tls else None,
+                workers=config.web.workers,
+                request_timeout=config.web.request_timeout_seconds,
             )
         except OSError as exc:
             self.client.close()

@@ -373,6 +373,14 @@ def advance_bytes(
     if found is None and full_size >= state.offset and start <= state.offset:
         found = _wide_search(state, win)
     misplaced = False
+    if found is not None and found.shown < MIN_MATCH and not found.resynced and not trusted:
+        # Found by a few bytes only (the sizes put the cursor at the window's start): an
+        # old window under a newer full_size can show them too. Its end tells.
+        view = _by_content(state, win, final=final)
+        if view is not None and view.found is None and not view.unchanged:
+            return Advance(
+                state=replace(state, stale=state.stale + 1), outcome="stale", reason=view.reason
+            )
     if found is None and not trusted:
         # A window whose sizes put it after the cursor is a gap unless it shows a lot of
         # what was seen (a log that repeats a line must not pass for an old answer).
@@ -514,7 +522,9 @@ def _find_cursor(state: CursorState, win: _Window) -> _Found | None:
     else:
         drops = [drop for drops in ties.values() for drop in drops]
     idx = max(ties)
-    return _Found(idx, drops, ambiguous=len(ties) > 1 or weak, clamped=idx in clamped)
+    return _Found(
+        idx, drops, ambiguous=len(ties) > 1 or weak, clamped=idx in clamped, shown=best_seen
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -530,6 +540,8 @@ class _Found:
     """The cursor may lie in a character cut off at the window's edge: what the content
     shows before ``idx`` is not known to precede it."""
     resynced: bool = False
+    shown: int = TAIL_BYTES
+    """How many bytes of the signature the window shows there."""
 
 
 def _wide_search(state: CursorState, win: _Window) -> _Found | None:

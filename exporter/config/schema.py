@@ -63,6 +63,11 @@ Relative paths are resolved against the directory of the configuration file.
       config_file: null             # exporter-toolkit web config (TLS, basic auth)
       external_url: null            # the URL users reach the exporter at (links in alerts);
                                     # null: http(s)://<listen host or host name>:<port>
+      workers: 4                    # 1..64 threads serving requests; 16 connections per
+                                    # worker wait, more are closed at once
+      request_timeout_seconds: 10   # > 0, <= 300: time a connection has to send its
+                                    # request (TLS handshake included), and again to
+                                    # take the response
     shard:
       index: 0                      # 0 <= index < count: this exporter's share of jobs
       count: 1                      # >= 1
@@ -311,6 +316,8 @@ class WebSettings(Section):
     config_file: ResolvedPath | None = None
     external_url: Annotated[str | None, AfterValidator(_external_url)] = None
     """Where users reach the exporter (links in alerts); None: derived from the address."""
+    workers: Annotated[int, Field(ge=1, le=64)] = 4
+    request_timeout_seconds: Annotated[Seconds, Field(gt=0, le=300)] = 10.0
 
     @property
     def listen_host(self) -> str:

@@ -363,8 +363,9 @@ class _Seen:
     log: bytes
     incarnation: int
     recognisable: bool
-    """The cursor kept enough of it to tell a stale answer (see ``cursor``'s docstring):
-    MIN_MATCH + 6 bytes of signature, or all of a log that short."""
+    """The cursor kept enough of it to tell a stale answer (see ``_recognisable``)."""
+    strong: bool
+    """Enough for one whose sizes put it after the cursor."""
 
 
 def _spans_lines(data: bytes) -> bool:
@@ -382,7 +383,7 @@ def _recognisable(state: CursorState, *, strong: bool = False) -> bool:
 
 
 def stale_answer(
-    seen: list[_Seen], log: bytes, incarnation: int, arg: int
+    seen: list[_Seen], log: bytes, incarnation: int, arg: int, offset: int
 ) -> tuple[str, int, int] | None:
     """A lagging replica's answer (content, current_size, full_size), or None."""
     usable = [s for s in seen[-MAX_ANCHORS:] if s.incarnation == incarnation]
@@ -401,6 +402,8 @@ def stale_answer(
         # Old content under the newest full_size. (Misplaced by 3 bytes or fewer, it is
         # within what the window's edges leave uncertain: a cut character's bytes.)
         full = len(log)
+    if full - current > offset and not snap.strong:
+        return None  # its sizes put it after the cursor: too little to tell it from a gap
     return content, current, full
 
 
@@ -450,7 +453,9 @@ def run_history(
             if op == "poll":
                 apply(adv)
                 oracle.poll(log, incarnation, arg, final=False)
-                seen.append(_Seen(log, incarnation, _recognisable(state)))
+                seen.append(
+                    _Seen(log, incarnation, _recognisable(state), _recognisable(state, strong=True))
+                )
         elif op == "lagging_content_poll":
             # Content ending at m (past what the cursor saw) under the log's full_size.
             # Where the sizes put the window, it must still cover the cursor's signature
@@ -478,17 +483,12 @@ def run_history(
                 apply(adv)
                 oracle.poll(log[:m], incarnation, window, final=False)
         elif op == "stale_poll":
-            answer = stale_answer(seen, log, oracle.incarnation, arg)
+            answer = stale_answer(seen, log, oracle.incarnation, arg, state.offset)
             # A cursor that knows only a few bytes around it (the last window showed
             # just those) cannot tell an old window from a new one: 5 MB windows always
             # show enough; the tiny windows here do not. And an answer whose sizes put
             # its window after the cursor reads as a gap.
-            if (
-                answer is not None
-                and oracle.started
-                and _recognisable(state)
-                and (answer[2] - answer[1] <= state.offset or _recognisable(state, strong=True))
-            ):
+            if answer is not None and oracle.started and _recognisable(state):
                 before = state
                 adv = advance(state, *answer, max_line_bytes=cap)
                 # An answer that ends exactly where the last one did may be taken as a

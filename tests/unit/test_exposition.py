@@ -196,3 +196,26 @@ def test_a_label_value_utf8_cannot_encode_does_not_break_metrics(
     status, _, body = _call(app, "/metrics")
     assert status.startswith("200")
     assert b'training_job_name="bad?name"' in body
+
+
+def test_the_rendered_text_is_shared_until_the_store_or_the_rules_change() -> None:
+    version = [1]
+    snapshots: list[int] = []
+
+    def snapshot() -> Snapshot:
+        snapshots.append(version[0])
+        return _snapshot()
+
+    collector = StoreCollector(snapshot, load_rules(), version=lambda: version[0])
+    first = collector.render()
+    assert collector.render() == first
+    assert collector.render(openmetrics=True) != first
+    assert snapshots == [1, 1]
+    version[0] = 2
+    collector.render()
+    assert snapshots == [1, 1, 2]
+    custom = _custom_rule()
+    assert custom.metric not in first
+    collector.set_rules([*load_rules(), custom])
+    assert custom.metric in collector.render()
+    assert snapshots == [1, 1, 2, 2]

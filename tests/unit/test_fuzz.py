@@ -663,7 +663,7 @@ config_sections = {
     "lifecycle": ["grace_period_seconds", "final_poll_seconds"],
     "state": ["path"],
     "rules": ["paths", "include_default", "label_value_max_length", "max_series_per_rule"],
-    "web": ["listen_address", "config_file"],
+    "web": ["listen_address", "config_file", "workers", "request_timeout_seconds"],
     "shard": ["index", "count"],
 }
 auth_blocks = st.fixed_dictionaries(
