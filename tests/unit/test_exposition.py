@@ -22,8 +22,10 @@ from prometheus_client.registry import Collector
 
 from modelarts_exporter.collector import StoreCollector
 from modelarts_exporter.families import Family, build_families, render, render_text
+from modelarts_exporter.modelarts.errors import ServerError
 from modelarts_exporter.rules import load_rules
 from modelarts_exporter.rules.model import Rule, compile_pattern
+from modelarts_exporter.selfmetrics import SelfMetrics
 from modelarts_exporter.server import make_app
 from modelarts_exporter.store import (
     LOSS_VALUES_COUNT,
@@ -219,3 +221,16 @@ def test_the_rendered_text_is_shared_until_the_store_or_the_rules_change() -> No
     collector.set_rules([*load_rules(), custom])
     assert custom.metric in collector.render()
     assert snapshots == [1, 1, 2, 2]
+
+
+def test_an_error_code_utf8_cannot_encode_does_not_break_metrics(
+    registry: CollectorRegistry,
+) -> None:
+    metrics = SelfMetrics(registry)
+    metrics.observe(
+        "preview_log", 0.1, ServerError("preview_log", "x", status=500, error_code="E\ud800")
+    )
+    app = make_app(registry, STORE, ready=lambda: True)
+    status, _, body = _call(app, "/metrics")
+    assert status.startswith("200")
+    assert b'reason="invalid_error_code"' in body
