@@ -133,7 +133,9 @@ class Discovery:
                 ok = self._check(job_id, known, now) and ok
         if self._settings.job_ids is not None:
             for job_id in self._settings.job_ids:
-                if job_id not in known and self.selected(job_id, ""):
+                if job_id in known or self._store.is_expired(job_id):
+                    continue
+                if self.selected(job_id, ""):
                     ok = self._check(job_id, known, now) and ok
         self._refreshed = True
         if ok and self._failing:
