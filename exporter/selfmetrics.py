@@ -26,7 +26,6 @@ from prometheus_client import (
 )
 
 from . import __version__
-from .apitext import encodable
 from .modelarts.errors import ModelArtsError
 from .rules.engine import ScanResult
 
@@ -233,10 +232,7 @@ class SelfMetrics:
         self.requests.labels(endpoint).inc()
         self.request_duration.labels(endpoint).observe(duration_seconds)
         if error is not None:
-            # The reason can be an error code the server chose: text UTF-8 cannot encode
-            # (a lone surrogate, valid JSON) would make every scrape fail.
-            reason = error.reason if encodable(error.reason) else "invalid_error_code"
-            self.request_failures.labels(endpoint, reason).inc()
+            self.request_failures.labels(endpoint, error.reason).inc()
 
     def observe_scan(self, scan: ScanResult) -> None:
         for rule, count in scan.rule_matches.items():
