@@ -85,7 +85,12 @@ class Exporter:
         self.metrics.init_rules(rule.name for rule in rules)
         self.metrics.loaded(True, clock())
 
-        self.store = Store(config.state.path, clock=clock, on_save=self.metrics.saved)
+        self.store = Store(
+            config.state.path,
+            clock=clock,
+            on_save=self.metrics.saved,
+            on_rejected=self.metrics.row_rejected,
+        )
         settings = config.modelarts
         session = new_session(pool_maxsize=max(32, 2 * config.collect.concurrency))
         auth = credentials.build_auth(
@@ -111,6 +116,7 @@ class Exporter:
             _discovery_settings(config),
             clock=clock,
             on_failure=self.metrics.discovery_failures.inc,
+            on_bad_text=lambda field: self.metrics.invalid_api_text.labels(field).inc(),
         )
         self.signals = SignalReader(
             self.client,
@@ -130,7 +136,8 @@ class Exporter:
             clock=clock,
             secrets=auth.secrets,
         )
-        self.collector = StoreCollector(self.store.snapshot, rules)
+        store = self.store
+        self.collector = StoreCollector(store.snapshot, rules, version=lambda: store.version)
 
         if web is None and config.web.config_file is not None:
             web = load_web_config(config.web.config_file)
@@ -151,6 +158,8 @@ class Exporter:
                 app,
                 config.web.listen_address,
                 ssl_context=self._ssl_context if self._tls else None,
+                workers=config.web.workers,
+                request_timeout=config.web.request_timeout_seconds,
             )
         except OSError as exc:
             self.client.close()
@@ -312,6 +321,7 @@ def _collect_settings(config: Config) -> CollectSettings:
         discovery_interval_seconds=collect.effective_discovery_interval_seconds,
         concurrency=collect.concurrency,
         failure_backoff_max_seconds=collect.failure_backoff_max_seconds,
+        final_poll_seconds=config.lifecycle.final_poll_seconds,
         limits=Limits(
             max_line_bytes=collect.max_line_bytes,
             max_series_per_rule=config.rules.max_series_per_rule,

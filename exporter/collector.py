@@ -17,6 +17,7 @@ Sample output::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 from .families import build_families, render
@@ -25,15 +26,41 @@ from .store import Snapshot
 
 
 class StoreCollector:
-    """Every job's and task's metrics; ``snapshot`` is called once per scrape."""
+    """Every job's and task's metrics, rendered from a snapshot of the store.
 
-    def __init__(self, snapshot: Callable[[], Snapshot], rules: Sequence[Rule]) -> None:
+    With ``version`` (the store's change counter), the text is rendered once per change
+    and format and shared by every scrape until the next change: a flood of scrapers
+    costs one render, not one each. Rendering holds a lock of its own (scrapes of a new
+    version wait for the first one's render), never one the collection takes.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        rules: Sequence[Rule],
+        *,
+        version: Callable[[], int] | None = None,
+    ) -> None:
         self._snapshot = snapshot
         self._rules = tuple(rules)
+        self._version = version
+        self._lock = threading.Lock()
+        self._cache: dict[bool, tuple[int, str]] = {}
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
         """Use these rules from the next scrape on (a reload)."""
-        self._rules = tuple(rules)
+        with self._lock:
+            self._rules = tuple(rules)
+            self._cache.clear()
 
     def render(self, *, openmetrics: bool = False) -> str:
-        return render(build_families(self._snapshot(), self._rules), openmetrics=openmetrics)
+        if self._version is None:
+            return render(build_families(self._snapshot(), self._rules), openmetrics=openmetrics)
+        with self._lock:
+            version = self._version()
+            cached = self._cache.get(openmetrics)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            text = render(build_families(self._snapshot(), self._rules), openmetrics=openmetrics)
+            self._cache[openmetrics] = (version, text)
+            return text

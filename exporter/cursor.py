@@ -23,6 +23,28 @@ What a poll can find (``Advance.outcome``):
                    regrew, or replaced): the old unfinished line is processed as the last
                    line of the old log, and the new log is processed from its start.
     ``first``      the first poll of a task: everything the window shows is new.
+    ``stale``      an answer older than what was already taken (a lagging replica: shorter
+                   than the last one, or old content under a newer ``full_size``): the
+                   cursor stays where it is, nothing is taken.
+    ``implausible`` sizes no log can have (``current_size`` above ``full_size``, a
+                   ``full_size`` above ``max_full_size``, or grown by more than
+                   ``max_growth`` since the last poll): a bad answer, nothing is taken and
+                   nothing counted as skipped.
+
+Stale or restarted? Both show a log that no longer continues at the cursor; the content
+tells them apart. A window is stale when what it shows was already seen: it ends inside
+the last bytes the last poll saw (``CONTEXT_BYTES``) or one of the ``MAX_ANCHORS`` polls
+before saw at its end, or it shows such bytes once with nothing unseen after them; and
+its ``full_size`` does not put the log's end before where those bytes are in ours (a
+restarted run that ends with the same platform lines is shorter: a restart). The bytes
+that tell must be at least ``MIN_MATCH`` (``STRONG_MATCH`` for a window whose sizes put it
+after the cursor, else a gap), show once in the window and hold more than one line's
+end: a log that repeats a line proves nothing. A window that shows the cursor's whole
+signature followed by new bytes, but not where its sizes put it, is taken by its content
+(``Advance.misplaced``).
+What cannot be told: a lagging answer older than every remembered position, or showing
+too little of them, looks like a restart; a restarted log that prints the very same
+bytes again looks stale until it differs.
 
 Lines end at ``\\r\\n``, ``\\n`` or ``\\r``. The unfinished last line is held back until a
 later poll finishes it, or until the job is over (``final=True``). A line that grows past
@@ -36,7 +58,7 @@ skipped count takes the lower bound and catches up when a later window settles i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 TAIL_BYTES = 64
@@ -46,12 +68,25 @@ _MAX_EDGE_DROP = 3
 
 _REPLACEMENT = "\ufffd".encode()
 
+CONTEXT_BYTES = 256
+"""How many of the last bytes a window showed are kept (``context``), to tell a stale
+answer by."""
+ANCHOR_BYTES = 128
+"""How many of those bytes are kept for each of the last polls (``anchors``)."""
+MAX_ANCHORS = 8
+"""How many earlier polls a stale answer is recognised against."""
+STRONG_MATCH = 64
+"""As many, for a window whose sizes put it after the cursor (which is else a gap)."""
+MIN_MATCH = 48
+"""How many known bytes a window must end with (or show) to be recognised as stale: a
+log shorter than this is never taken for stale."""
+
 _WEAK_SIGNATURE = 8
 """A cursor found with fewer signature bytes than this, where the window's edges allow
 several positions, is reported as ambiguous."""
 """A UTF-8 character is at most 4 bytes: at most 3 of them can be cut off at an edge."""
 
-Outcome = Literal["first", "continued", "gap", "reset", "unchanged"]
+Outcome = Literal["first", "continued", "gap", "reset", "unchanged", "stale", "implausible"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +107,14 @@ class CursorState:
     """True while inside a line whose start scrolled out: skip up to its end."""
     full_size: int = 0
     """The log's size at the last poll."""
+    context: bytes = b""
+    """The last bytes (up to ``CONTEXT_BYTES``) of the last window, which end where the
+    log had got to: a stale answer ends inside them."""
+    anchors: tuple[tuple[int, bytes], ...] = ()
+    """(end offset, the ``ANCHOR_BYTES`` before it) of what the earlier polls saw at
+    their end, oldest first: a stale answer ends there, or shows them."""
+    stale: int = 0
+    """Stale answers in a row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +135,11 @@ class Advance:
     ambiguous: bool = False
     """Several cursor positions fit the window equally (see ``_find_cursor``)."""
     reset_reason: str = ""
+    misplaced: bool = False
+    """The window's sizes put it elsewhere than its content shows the cursor: the content
+    decided (a server whose ``full_size`` lags or leads its content)."""
+    reason: str = ""
+    """Why an answer was ``implausible``, or what made it ``stale``."""
 
 
 def _last_terminator(data: bytes, start: int, end: int) -> int:
@@ -236,22 +284,28 @@ def advance(
     *,
     final: bool = False,
     max_line_bytes: int = 64 * 1024,
+    max_full_size: int | None = None,
+    max_growth: int | None = None,
 ) -> Advance:
     """Place one preview window against ``state`` and take what is new.
 
     ``final`` says the job is over: the unfinished last line is processed too, and the
-    whole log counts as consumed.
+    whole log counts as consumed. ``max_full_size`` (bytes a log can hold) and
+    ``max_growth`` (bytes it can have grown since the last poll, or since it began for a
+    first poll) bound what is plausible; None: no bound.
     """
     if max_line_bytes < 1:
         raise ValueError("max_line_bytes must be positive")
-    if _unchanged(state, full_size, final=final):
+    if _unchanged(state, full_size, final=final) and not _implausible(
+        state, current_size, full_size, max_full_size, max_growth
+    ):
         # Nothing written since the last poll: the window must still end with the
         # signature (a whole one: a shorter one could still learn from this window).
         # Checking that costs a few bytes, not the whole window.
         signature = state.tail + state.pending
         suffix = content[len(content) - len(signature) :] if signature else ""
         if suffix.encode("utf-8", "surrogatepass").endswith(signature):
-            return Advance(state=state, outcome="unchanged")
+            return Advance(state=replace(state, stale=0), outcome="unchanged")
     return advance_bytes(
         state,
         content.encode("utf-8", "surrogatepass"),
@@ -259,6 +313,8 @@ def advance(
         full_size,
         final=final,
         max_line_bytes=max_line_bytes,
+        max_full_size=max_full_size,
+        max_growth=max_growth,
     )
 
 
@@ -280,16 +336,24 @@ def advance_bytes(
     *,
     final: bool = False,
     max_line_bytes: int = 64 * 1024,
+    max_full_size: int | None = None,
+    max_growth: int | None = None,
+    trusted: bool = False,
 ) -> Advance:
     """``advance`` for a window already UTF-8 encoded (``cb``), as ``analyze`` reads a
     file: invalid bytes replaced by U+FFFD as ModelArts does, ``current_size`` the log
     bytes it covers. The new block is ``cb`` itself when the window is all new whole
     lines, and otherwise one slice of it: no other copy of the window is made.
+    ``trusted``: the window is the file itself (``analyze``), not an answer that could be
+    stale or implausible: neither is looked for.
     """
     if max_line_bytes < 1:
         raise ValueError("max_line_bytes must be positive")
+    why = "" if trusted else _implausible(state, current_size, full_size, max_full_size, max_growth)
+    if why:
+        return Advance(state=state, outcome="implausible", reason=why)
     if _unchanged(state, full_size, final=final) and cb.endswith(state.tail + state.pending):
-        return Advance(state=state, outcome="unchanged")
+        return Advance(state=replace(state, stale=0), outcome="unchanged")
     start = max(0, full_size - current_size)
     # U+FFFD starts with 0xEF: a memchr for that byte usually rules it out at once.
     replaced = b"\xef" in cb and _REPLACEMENT in cb
@@ -308,6 +372,29 @@ def advance_bytes(
     found = _find_cursor(state, win)
     if found is None and full_size >= state.offset and start <= state.offset:
         found = _wide_search(state, win)
+    misplaced = False
+    if found is not None and found.shown < MIN_MATCH and not found.resynced and not trusted:
+        # Found by a few bytes only (the sizes put the cursor at the window's start): an
+        # old window under a newer full_size can show them too. Its end tells.
+        view = _by_content(state, win, final=final)
+        if view is not None and view.found is None and not view.unchanged:
+            return Advance(
+                state=replace(state, stale=state.stale + 1), outcome="stale", reason=view.reason
+            )
+    if found is None and not trusted:
+        # A window whose sizes put it after the cursor is a gap unless it shows a lot of
+        # what was seen (a log that repeats a line must not pass for an old answer).
+        gap = start > state.offset and full_size >= state.offset
+        view = _by_content(state, win, final=final, strong=gap)
+        if view is not None and view.unchanged:
+            return Advance(state=replace(state, stale=0), outcome="unchanged")
+        if view is not None and view.found is None:
+            return Advance(
+                state=replace(state, stale=state.stale + 1), outcome="stale", reason=view.reason
+            )
+        if view is not None and view.window is not None:
+            win, found, misplaced = view.window, view.found, True
+            start, full_size = win.start, win.full_size
     if found is None:
         if full_size < state.offset:
             return _reset(state, win, "log shrank", final=final, max_line_bytes=max_line_bytes)
@@ -354,16 +441,20 @@ def advance_bytes(
         if take.processed or final:
             processed = max(0, new_offset - state.offset - skipped)
     changed = processed or skipped or final or full_size != state.full_size
+    pending = b"" if final else cb[cursor:]
+    # Only what this window showed: older bytes of the signature may be stale.
+    tail = cb[max(idx if found.clamped else 0, cursor - TAIL_BYTES) : cursor]
     return Advance(
         state=CursorState(
             started=True,
             offset=new_offset,
             slack=slack,
-            # Only what this window showed: older bytes of the signature may be stale.
-            tail=cb[max(idx if found.clamped else 0, cursor - TAIL_BYTES) : cursor],
-            pending=b"" if final else cb[cursor:],
+            tail=tail,
+            pending=pending,
             discard=discard and not final,
             full_size=full_size,
+            context=cb[-CONTEXT_BYTES:],
+            anchors=_remember(state, cb[-CONTEXT_BYTES:]),
         ),
         outcome="continued" if changed else "unchanged",
         block=take.block(),
@@ -372,6 +463,7 @@ def advance_bytes(
         skipped_bytes=skipped,
         resynced=found.resynced,
         ambiguous=found.ambiguous,
+        misplaced=misplaced,
     )
 
 
@@ -430,7 +522,9 @@ def _find_cursor(state: CursorState, win: _Window) -> _Found | None:
     else:
         drops = [drop for drops in ties.values() for drop in drops]
     idx = max(ties)
-    return _Found(idx, drops, ambiguous=len(ties) > 1 or weak, clamped=idx in clamped)
+    return _Found(
+        idx, drops, ambiguous=len(ties) > 1 or weak, clamped=idx in clamped, shown=best_seen
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +540,8 @@ class _Found:
     """The cursor may lie in a character cut off at the window's edge: what the content
     shows before ``idx`` is not known to precede it."""
     resynced: bool = False
+    shown: int = TAIL_BYTES
+    """How many bytes of the signature the window shows there."""
 
 
 def _wide_search(state: CursorState, win: _Window) -> _Found | None:
@@ -526,15 +622,20 @@ def _restart(
     # A gap continues the same log; the first poll and a reset count from its start.
     base = state.offset if outcome == "gap" else 0
     skipped = max(0, new_offset - base - (take.processed - flushed))
+    pending = b"" if (final or discard) else cb[cursor:]
+    tail = cb[max(0, cursor - TAIL_BYTES) : cursor]
     return Advance(
         state=CursorState(
             started=True,
             offset=new_offset,
             slack=slack,
-            tail=cb[max(0, cursor - TAIL_BYTES) : cursor],
-            pending=b"" if (final or discard) else cb[cursor:],
+            tail=tail,
+            pending=pending,
             discard=discard and not final,
             full_size=win.full_size,
+            # What the old log's polls saw says nothing about a new log.
+            context=cb[-CONTEXT_BYTES:],
+            anchors=_remember(state, cb[-CONTEXT_BYTES:]) if outcome == "gap" else (),
         ),
         outcome=outcome,
         block=take.block(),
@@ -559,3 +660,160 @@ def _reset(
     return _restart(
         state, win, "reset", final=final, max_line_bytes=max_line_bytes, take=take, reason=reason
     )
+
+
+# --- stale and implausible answers ------------------------------------------------------
+
+
+def _implausible(
+    state: CursorState,
+    current_size: int,
+    full_size: int,
+    max_full_size: int | None,
+    max_growth: int | None,
+) -> str:
+    """Why no log can look like this answer; "" when one can."""
+    if current_size < 0 or full_size < 0:
+        return "negative sizes"
+    if current_size > full_size:
+        return f"current_size {current_size} exceeds full_size {full_size}"
+    if max_full_size is not None and full_size > max_full_size:
+        return f"full_size {full_size} is more than a log holds ({max_full_size})"
+    grown = full_size - (state.full_size if state.started else 0)
+    if max_growth is not None and grown > max_growth:
+        return f"full_size grew by {grown} bytes, more than the {max_growth} time allows"
+    return ""
+
+
+def _known(state: CursorState) -> bytes:
+    """The bytes known to end where the last poll's window ended."""
+    return state.context or state.tail + state.pending
+
+
+def _remember(state: CursorState, new: bytes) -> tuple[tuple[int, bytes], ...]:
+    """The anchors after a poll whose window ended with ``new``: the last poll's end joins
+    them, unless the new one repeats it."""
+    if not state.started:
+        return ()
+    end = state.offset + len(state.pending)
+    known = _known(state)[-ANCHOR_BYTES:]
+    if not known or new[-ANCHOR_BYTES:] == known:
+        return state.anchors
+    kept = tuple(anchor for anchor in state.anchors if anchor[0] != end)
+    return (*kept, (end, known))[-MAX_ANCHORS:]
+
+
+def _spans_lines(data: bytes) -> bool:
+    """Whether ``data`` holds a line end before its last byte (it is not one line's end:
+    logs repeat whole lines, the same two lines in a row much less)."""
+    return max(data.rfind(b"\n", 0, len(data) - 1), data.rfind(b"\r", 0, len(data) - 1)) >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What a window's content says when its sizes do not place the cursor."""
+
+    reason: str = ""
+    window: _Window | None = None
+    """The window placed by its content (where it shows the cursor)."""
+    found: _Found | None = None
+    """None: stale (or ``unchanged``)."""
+    unchanged: bool = False
+    """It shows just what the last poll saw, where its sizes agree."""
+
+
+def _by_content(
+    state: CursorState, win: _Window, *, final: bool, strong: bool = False
+) -> _View | None:
+    """Whether the window shows only what was already seen (stale), or the cursor at
+    another place than its sizes say (placed by content); None: neither.
+
+    Known bytes (the signature, the anchors) found in the window tell where its content
+    ends in the log (``end``). It is stale when that is before the end of what the last
+    poll saw, or right there while ``full_size`` claims more. ``strong``: STRONG_MATCH
+    known bytes are needed (and the window is never placed by content), for a window its
+    sizes put after the cursor. Only the part of the window after its last replacement
+    character is looked at, so that positions counted back from its end are exact.
+    """
+    cb = win.cb
+    n = len(cb)
+    lo = cb.rfind(_REPLACEMENT) + len(_REPLACEMENT) if win.replaced else 0
+    signature = state.tail + state.pending
+    seen_end = state.offset + len(state.pending)
+    known = _known(state)
+    least = STRONG_MATCH if strong else MIN_MATCH
+
+    def older(end: int) -> bool:
+        # A log shorter than where the window's content would end in ours is another
+        # log that happens to end the same way (a restarted run printing the same
+        # platform lines): not stale, not ours.
+        if win.full_size + _MAX_EDGE_DROP < end:
+            return False
+        return end < seen_end or (
+            end <= seen_end + state.slack and win.full_size > end + _MAX_EDGE_DROP
+        )
+
+    # The cursor's whole signature, once: what follows it is new, wherever the sizes
+    # put the window. With nothing after it, the window shows what the last poll saw:
+    # stale when the sizes claim more, else nothing new (the final poll takes the rest).
+    if not strong and len(signature) >= MIN_MATCH and _spans_lines(signature):
+        at = cb.find(signature, lo)
+        if at != -1 and cb.find(signature, at + 1) == -1:
+            idx = at + len(state.tail)
+            content_end = state.offset + (n - idx)
+            if win.full_size + _MAX_EDGE_DROP < content_end:
+                return None  # another, shorter log that shows the same bytes
+            if at + len(signature) == n and not final:
+                if older(seen_end):
+                    return _View("it ends where the last poll ended")
+                return _View("", None, None, unchanged=True)
+            placed = _Window(
+                cb=cb,
+                start=max(0, content_end - win.log_len(0, n)),
+                head_drop=0,
+                missing=0,
+                full_size=content_end,
+                replaced=win.replaced,
+            )
+            return _View("", placed, _Found(idx, [0], resynced=True))
+    # The window ends inside what this or an earlier poll saw at its end.
+    spans = [(seen_end - len(known), known)]
+    spans += [(end - len(data), data) for end, data in reversed(state.anchors)]
+    for span_start, data in spans:
+        k = _ends_inside(cb, lo, data, least)
+        if k and older(span_start + k):
+            return _View("it ends inside what was already seen")
+    # It shows what an earlier poll saw at its end, and nothing after that is unseen.
+    for end, data in reversed(state.anchors):
+        if len(data) < least or not _spans_lines(data):
+            continue
+        at = cb.find(data, lo)
+        if at != -1 and cb.find(data, at + 1) == -1 and older(end + (n - at - len(data))):
+            return _View("it shows what an earlier poll saw, and nothing newer")
+    return None
+
+
+def _ends_inside(cb: bytes, lo: int, data: bytes, least: int = MIN_MATCH) -> int:
+    """The largest k such that ``cb`` ends with ``data[:k]``, showing at least ``least``
+    of those bytes; 0: none.
+
+    Content that repeats (the same line again and again) proves nothing: the bytes that
+    match must show only once in the window, and hold more than one line's end.
+    """
+    n = len(cb)
+    visible = n - lo
+    if visible < least or len(data) < least:
+        return 0
+    probe = cb[n - least :]
+    best = shown = 0
+    at = data.find(probe)
+    while at != -1:
+        k = at + least
+        m = min(k, visible)
+        if cb[n - m :] == data[k - m : k] and m >= shown:
+            best, shown = k, m
+        at = data.find(probe, at + 1)
+    # Where the last bytes show once in the window, so does every longer end of it.
+    if best and _spans_lines(cb[n - shown :]) and cb.find(probe, lo) == n - least:
+        return best
+    return 0

@@ -12,25 +12,30 @@ Each refresh:
   * keeps only the jobs this shard owns (a stable hash of the job id) and that match
     the name filter, or exactly the configured job ids.
 A failed list call keeps the last known jobs: discovery never drops series because
-ModelArts did not answer. ``expire`` drops terminal jobs once the grace period is over.
-``errors`` holds the failures of the last refresh, for the caller to count, and to pause
-on when they reject the credentials (which it reports; discovery logs them at debug).
+ModelArts did not answer. ``expire`` drops terminal jobs once the grace period is over,
+and the store remembers their ids (the latest 10,000): a job that has been exported and
+expired is not exported again, even when the API keeps listing it without the times that
+would tell how long ago it ended. ``errors`` holds the failures of the last refresh, for
+the caller to count, and to pause on when they reject the credentials (which it reports;
+discovery logs them at debug).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from .apitext import display_text, loggable, usable_id
 from .modelarts.errors import AuthenticationError, JobNotFoundError, ModelArtsError, StoppedError
 from .modelarts.types import ACTIVE_PHASES, TERMINAL_PHASES, TrainingJob
 from .signals import job_timing, recovery_labels
 from .store import JobState, Store
+from .userregex import compile_user_regex
 
 log = logging.getLogger("exporter.discovery")
 
@@ -74,13 +79,18 @@ class Discovery:
         *,
         clock: Callable[[], float] = time.time,
         on_failure: Callable[[], None] | None = None,
+        on_bad_text: Callable[[str], None] | None = None,
     ) -> None:
+        """``on_failure`` is called for each failed call; ``on_bad_text(field)`` for each
+        text field of a job that was not usable as it came (see ``apitext``)."""
         self._source = source
         self._store = store
         self._settings = settings
         self._clock = clock
         self._on_failure = on_failure
-        self._name = re.compile(settings.name_regex) if settings.name_regex else None
+        self._on_bad_text = on_bad_text
+        self._reported: OrderedDict[str, None] = OrderedDict()
+        self._name = compile_user_regex(settings.name_regex) if settings.name_regex else None
         self._refreshed = False
         self._failing = False
         self.errors: list[ModelArtsError] = []
@@ -89,7 +99,7 @@ class Discovery:
     def reconfigure(self, settings: DiscoverySettings) -> None:
         """Use ``settings`` from the next refresh on (a reload); jobs no longer selected
         go at that refresh, new ones come."""
-        self._name = re.compile(settings.name_regex) if settings.name_regex else None
+        self._name = compile_user_regex(settings.name_regex) if settings.name_regex else None
         self._settings = settings
 
     def selected(self, job_id: str, name: str) -> bool:
@@ -123,7 +133,9 @@ class Discovery:
                 ok = self._check(job_id, known, now) and ok
         if self._settings.job_ids is not None:
             for job_id in self._settings.job_ids:
-                if job_id not in known and self.selected(job_id, ""):
+                if job_id in known or self._store.is_expired(job_id):
+                    continue
+                if self.selected(job_id, ""):
                     ok = self._check(job_id, known, now) and ok
         self._refreshed = True
         if ok and self._failing:
@@ -137,8 +149,8 @@ class Discovery:
         except ModelArtsError as exc:
             self._failed("listing jobs failed, keeping the last known ones: %s", exc)
             return False
-        for job in jobs:
-            if self.selected(job.id, job.name):
+        for job in map(self._vet, jobs):
+            if job is not None and self.selected(job.id, job.name):
                 self._upsert(job, known, now)
                 seen.add(job.id)
         return True
@@ -154,10 +166,13 @@ class Discovery:
             lookback = max(grace, self._settings.startup_lookback_seconds)
         cutoff_ms = (now - lookback) * 1000
         try:
-            for job in self._source.iter_jobs(phases=phases, sort_by="create_time", order="desc"):
-                if job.create_time_ms and job.create_time_ms < cutoff_ms:
+            for listed in self._source.iter_jobs(
+                phases=phases, sort_by="create_time", order="desc"
+            ):
+                if listed.create_time_ms and listed.create_time_ms < cutoff_ms:
                     break
-                if not self.selected(job.id, job.name):
+                job = self._vet(listed)
+                if job is None or not self.selected(job.id, job.name):
                     continue
                 seen.add(job.id)
                 ended = job.end_time()
@@ -183,10 +198,70 @@ class Discovery:
         except ModelArtsError as exc:
             self._failed("details of job %s failed, keeping what is known: %s", exc, job_id)
             return False
-        self._upsert(job, known, now)
+        vetted = self._vet(job)
+        if vetted is not None and vetted.id == job_id:
+            self._upsert(vetted, known, now)
         return True
 
+    def _vet(self, job: TrainingJob) -> TrainingJob | None:
+        """``job`` with its text made safe, or None when its id cannot be used.
+
+        Each problem is counted every time it is seen and logged once per job (the
+        latest 1000 jobs are remembered for that).
+        """
+        problems: list[str] = []
+        why = usable_id(job.id)
+        if why is not None:
+            self._bad_text("id", job.id, f"job id {loggable(job.id)!r}: {why}; not watched")
+            return None
+        tasks = []
+        for task in job.tasks:
+            why = usable_id(task)
+            if why is None:
+                tasks.append(task)
+            else:
+                problems.append(f"task {loggable(task)!r} {why}, not watched")
+                self._bad_text("task", job.id)
+        shown: dict[str, str] = {}
+        for name in ("name", "phase", "engine", "flavor"):
+            text, changed = display_text(getattr(job, name))
+            shown[name] = text
+            if changed:
+                problems.append(f"{name} shown as {loggable(text)!r}")
+                self._bad_text(name, job.id)
+        if not problems:
+            return job
+        self._report(job.id, f"job {job.id}: unusable text from the API: {'; '.join(problems)}")
+        return replace(
+            job,
+            tasks=tuple(tasks),
+            name=shown["name"],
+            phase=shown["phase"],
+            engine=shown["engine"],
+            flavor=shown["flavor"],
+        )
+
+    def _bad_text(self, field: str, job_id: str, message: str | None = None) -> None:
+        if self._on_bad_text:
+            self._on_bad_text(field)
+        if message is not None:
+            self._report(repr(job_id), message)
+
+    def _report(self, key: str, message: str) -> None:
+        """Log ``message`` at warning level the first time ``key`` has a problem."""
+        if key in self._reported:
+            self._reported.move_to_end(key)
+            return
+        self._reported[key] = None
+        if len(self._reported) > 1000:
+            self._reported.popitem(last=False)
+        log.warning("%s", message)
+
     def _upsert(self, job: TrainingJob, known: dict[str, JobState], now: float) -> None:
+        if job.terminal and self._store.is_expired(job.id):
+            # Exported and dropped after its grace period: a job the API keeps listing
+            # (one without times, say) must not come back with its counters from zero.
+            return
         old = known.get(job.id)
         ended_at = None
         if job.terminal:
@@ -231,7 +306,7 @@ class Discovery:
                     job.name,
                     job_id,
                 )
-                self._store.remove_job(job_id)
+                self._store.remove_job(job_id, expired_at=now)
                 gone.append(job_id)
         return gone
 

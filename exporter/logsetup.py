@@ -19,6 +19,8 @@ import sys
 import time
 from typing import Any
 
+from .apitext import encodable, loggable
+
 LEVELS = ("debug", "info", "warn", "warning", "error")
 FORMATS = ("logfmt", "json")
 
@@ -40,8 +42,9 @@ class LogfmtFormatter(logging.Formatter):
     """``ts=2026-11-26T10:00:00.000Z level=info logger=exporter.scheduler msg="..."``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage().replace("\\", "\\\\").replace('"', '\\"')
-        message = message.replace("\n", "\\n")
+        # One record, one line: text from the API (a job name with a newline, a lone
+        # surrogate) cannot forge lines or break the stream.
+        message = loggable(record.getMessage().replace("\\", "\\\\").replace('"', '\\"'))
         line = (
             f"ts={_timestamp(record)} level={record.levelname.lower()} "
             f'logger={record.name} msg="{message}"'
@@ -59,11 +62,16 @@ class JsonFormatter(logging.Formatter):
             "ts": _timestamp(record),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _encodable(record.getMessage()),
         }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
+
+
+def _encodable(text: str) -> str:
+    """``text`` with a lone surrogate (from the API) escaped, so the line can be written."""
+    return text if encodable(text) else text.encode("utf-8", "backslashreplace").decode()
 
 
 def setup_logging(level: str = "info", log_format: str = "logfmt") -> None:

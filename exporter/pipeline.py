@@ -22,6 +22,13 @@ from .store import LOSS_VALUES_COUNT, LOSS_VALUES_SUM, TaskState
 class Limits:
     max_line_bytes: int = 64 * 1024
     max_series_per_rule: int = 100
+    max_log_bytes: int = 2**34
+    """A ``full_size`` above this is a bad answer: ModelArts stops a log at 1 GiB
+    (``log length overflow(max:1073741824)``, MODELARTS_API.md §7.3); 16 GiB leaves room."""
+    max_growth_bytes_per_second: float = 16 * 2**20
+    growth_allowance_bytes: int = 16 * 2**20
+    """A log that grew by more than ``allowance + rate * seconds`` since the last answer
+    (or since the job was created, for a first one) is a bad answer, not skipped bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +51,10 @@ class PollStats:
     series_dropped: Counter[str] = field(default_factory=Counter)
     ambiguous: bool = False
     resynced: bool = False
+    misplaced: bool = False
     reset_reason: str = ""
+    reason: str = ""
+    """Why an answer was stale or implausible."""
 
 
 def apply_preview(
@@ -57,21 +67,50 @@ def apply_preview(
     limits: Limits,
     secrets: Iterable[str] = (),
     first_line_of: Collection[tuple[str, str]] = (),
+    elapsed: float | None = None,
 ) -> tuple[TaskState, PollStats]:
     """Take what is new in ``preview`` through the rules into the task's state.
 
     ``secrets``: credential values to keep out of the log lines kept as evidence.
     ``first_line_of``: markers whose first line in the new block the scan reports
     (``ScanResult.first_line_index``).
+    ``elapsed``: seconds since the last answer this state took (since the job was
+    created, for a first one), which bounds how much the log can have grown; None: no
+    bound but ``limits.max_log_bytes``. A stale or implausible answer changes nothing but
+    ``up`` (stale: 1, implausible: 0) and ``last_poll``.
     """
-    adv = _advance(task.cursor, preview, final=final, max_line_bytes=limits.max_line_bytes)
+    max_growth = None
+    if elapsed is not None:
+        max_growth = limits.growth_allowance_bytes + int(
+            max(0.0, elapsed) * limits.max_growth_bytes_per_second
+        )
+    adv = _advance(
+        task.cursor,
+        preview,
+        final=final,
+        max_line_bytes=limits.max_line_bytes,
+        max_full_size=limits.max_log_bytes,
+        max_growth=max_growth,
+    )
     stats = PollStats(
         outcome=adv.outcome,
         new_bytes=adv.processed_bytes,
         ambiguous=adv.ambiguous,
         resynced=adv.resynced,
+        misplaced=adv.misplaced,
         reset_reason=adv.reset_reason,
+        reason=adv.reason,
     )
+    if adv.outcome in ("stale", "implausible"):
+        stale = adv.outcome == "stale"
+        kept = replace(
+            task,
+            cursor=adv.state,
+            up=stale,
+            last_poll=now,
+            failures=0 if stale else task.failures,
+        )
+        return kept, stats
     grew = preview.full_size > task.cursor.full_size or adv.outcome in ("first", "reset")
     updated = replace(
         task,
@@ -118,9 +157,16 @@ def apply_preview(
 
 
 def _advance(
-    cursor: CursorState, preview: LogPreview | LogWindow, *, final: bool, max_line_bytes: int
+    cursor: CursorState,
+    preview: LogPreview | LogWindow,
+    *,
+    final: bool,
+    max_line_bytes: int,
+    max_full_size: int | None,
+    max_growth: int | None,
 ) -> Advance:
     if isinstance(preview, LogWindow):
+        # A file read by analyze: its own bytes, nothing stale or implausible about it.
         return advance_bytes(
             cursor,
             preview.content,
@@ -128,6 +174,7 @@ def _advance(
             preview.full_size,
             final=final,
             max_line_bytes=max_line_bytes,
+            trusted=True,
         )
     return advance(
         cursor,
@@ -136,6 +183,8 @@ def _advance(
         preview.full_size,
         final=final,
         max_line_bytes=max_line_bytes,
+        max_full_size=max_full_size,
+        max_growth=max_growth,
     )
 
 

@@ -87,4 +87,3 @@ class SignalWaiter:
         for sig in signals:
             if sig in self._previous:
                 signal.signal(sig, self._previous.pop(sig))
-

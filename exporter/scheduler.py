@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -69,6 +69,8 @@ class CollectSettings:
     discovery_interval_seconds: float = 30.0
     concurrency: int = 8
     failure_backoff_max_seconds: float = 600.0
+    final_poll_seconds: float = 120.0
+    """How long after a job ended its logs may still be polled (see ``Poller.poll``)."""
     limits: Limits = field(default_factory=Limits)
     cycle_wait_seconds: float | None = None
     """How long a cycle waits for its previews (None: until all are done)."""
@@ -218,6 +220,9 @@ class Poller:
                 report.metrics_read[read.result()] += 1
         self._discovery.expire()
         ok_discovery = report.discovery_ok is not False
+        # What a write could not save (a full disk), or a state file that was deleted.
+        self._store.flush()
+        self._metrics.state_unsaved.set(self._store.unsaved)
         snapshot = self._store.snapshot()
         self._metrics.watched_jobs.set(len(snapshot.jobs))
         self._metrics.watched_tasks.set(len(snapshot.tasks))
@@ -317,8 +322,15 @@ class Poller:
             return "failed", 0
 
     def poll(self, job: JobState, task_id: str) -> tuple[str, int]:
-        """Preview one task and commit what is new; returns (outcome, new bytes)."""
-        final = job.phase in TERMINAL_PHASES
+        """Preview one task and commit what is new; returns (outcome, new bytes).
+
+        A task of a finished job is polled on until its log stops growing: the log can
+        lag the phase change by seconds, and its last lines (the exit code, the OOM) are
+        the ones that matter. The final poll, which also takes the unfinished last line,
+        is the first one that sees no growth since the poll before it (also made after
+        the job ended), or any poll ``final_poll_seconds`` after the job ended.
+        """
+        terminal = job.phase in TERMINAL_PHASES
         task = self._store.task(job.id, task_id)
         if self._clock() < self._paused_until["preview"]:
             # The credentials were rejected: don't ask again until the pause is over.
@@ -341,8 +353,12 @@ class Poller:
             return self._failed(job, task, exc), 0
         self._credentials_work()
         now = self._clock()
+        final = terminal and self._settled(job, task, preview, now)
         if preview is None:
-            self._commit(no_log_yet(task, now=now, final=final))
+            updated = no_log_yet(task, now=now, final=final)
+            if terminal:
+                updated = replace(updated, terminal_polls=task.terminal_polls + 1)
+            self._commit(updated)
             self._metrics.polls.labels("not_ready").inc()
             return "not_ready", 0
         updated, stats = apply_preview(
@@ -353,24 +369,62 @@ class Poller:
             now=now,
             limits=self._settings.limits,
             secrets=self._secrets(),
+            elapsed=_elapsed(job, task, now),
         )
+        if terminal:
+            updated = replace(updated, terminal_polls=task.terminal_polls + 1)
         if not self._commit(updated):
             return "failed", 0
         self._next_poll.pop((job.id, task_id), None)
+        self._metrics.polls.labels(stats.outcome).inc()
+        if stats.outcome == "stale":
+            level = logging.INFO if task.cursor.stale == 0 else logging.DEBUG
+            log.log(
+                level,
+                "preview of task %s of job %s is older than what was taken (%s): ignored",
+                task_id,
+                job.name,
+                stats.reason,
+            )
+            return stats.outcome, 0
+        if stats.outcome == "implausible":
+            level = logging.WARNING if task.up is not False else logging.DEBUG
+            log.log(
+                level,
+                "preview of task %s of job %s is not plausible (%s): ignored",
+                task_id,
+                job.name,
+                stats.reason,
+            )
+            return stats.outcome, 0
         if task.up is False:
             log.info("task %s of job %s recovered", task_id, job.name)
         if stats.outcome == "reset":
             log.info(
                 "log of task %s of job %s was restarted (%s)", task_id, job.name, stats.reset_reason
             )
-        self._metrics.polls.labels(stats.outcome).inc()
         if stats.ambiguous:
             self._metrics.ambiguities.inc()
+        if stats.misplaced:
+            self._metrics.misplaced.inc()
         if stats.scan is not None:
             self._metrics.observe_scan(stats.scan)
         for rule, dropped in stats.series_dropped.items():
             self._metrics.series_dropped.labels(rule).inc(dropped)
         return stats.outcome, stats.new_bytes
+
+    def _settled(
+        self, job: JobState, task: TaskState, preview: LogPreview | None, now: float
+    ) -> bool:
+        """Whether this poll of a finished job's task is its last (see ``poll``)."""
+        ended = job.ended_at if job.ended_at is not None else now
+        if now - ended >= self._settings.final_poll_seconds:
+            return True
+        if task.terminal_polls == 0:
+            return False
+        if preview is None:
+            return task.log_size is None  # still no log, a poll after the job ended
+        return task.cursor.started and preview.full_size == task.cursor.full_size
 
     def _pause_for_credentials(self, exc: AuthenticationError, kind: str) -> None:
         """A rejected credential pauses every call of its ``kind`` (``listing``: discovery,
@@ -544,3 +598,12 @@ def _rejects_credentials(exc: AuthenticationError) -> bool:
     """Whether a failed discovery call says the credentials do not work: any 401/403 to
     the job list (no job in particular), else as for previews."""
     return exc.endpoint == "list_jobs" or credential_rejected(exc)
+
+
+def _elapsed(job: JobState, task: TaskState, now: float) -> float | None:
+    """Seconds the log had to grow since the answer the task's state took; None: unknown."""
+    if not task.cursor.started:
+        return now - job.create_time if job.create_time else None
+    if task.last_poll is None or task.failures or task.cursor.stale or task.up is False:
+        return None
+    return now - task.last_poll

@@ -30,7 +30,17 @@ from .modelarts.errors import ModelArtsError
 from .rules.engine import ScanResult
 
 ENDPOINTS = ("list_jobs", "get_job", "preview_log", "list_events", "task_metrics")
-POLL_OUTCOMES = ("first", "continued", "unchanged", "gap", "reset", "not_ready", "failed")
+POLL_OUTCOMES = (
+    "first",
+    "continued",
+    "unchanged",
+    "gap",
+    "reset",
+    "stale",
+    "implausible",
+    "not_ready",
+    "failed",
+)
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _CYCLE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -107,6 +117,16 @@ class SelfMetrics:
             "Job list or details calls that failed; the last known jobs are kept.",
             registry=registry,
         )
+        self.invalid_api_text = Counter(
+            f"{prefix}_api_invalid_text",
+            "Text fields of job answers that could not be used as sent (a lone UTF-16 "
+            "surrogate, control characters in an id, over-long): a job or task with such an "
+            "id is not watched, a name is shown with U+FFFD.",
+            ["field"],
+            registry=registry,
+        )
+        for text_field in ("id", "task", "name", "phase", "engine", "flavor"):
+            self.invalid_api_text.labels(text_field)
         self.watched_jobs = Gauge(
             f"{prefix}_watched_jobs", "Training jobs being exported.", registry=registry
         )
@@ -115,7 +135,8 @@ class SelfMetrics:
         )
         self.polls = Counter(
             f"{prefix}_polls",
-            "Log previews taken, by what the cursor found.",
+            "Log previews taken, by what the cursor found (stale: older than what was already "
+            "taken, ignored; implausible: sizes no log can have, ignored).",
             ["outcome"],
             registry=registry,
         )
@@ -124,6 +145,12 @@ class SelfMetrics:
         self.ambiguities = Counter(
             f"{prefix}_cursor_ambiguities",
             "Previews where the cursor's position could not be told exactly (taken at most once).",
+            registry=registry,
+        )
+        self.misplaced = Counter(
+            f"{prefix}_previews_placed_by_content",
+            "Previews whose sizes put the window elsewhere than its content showed the "
+            "cursor: the content decided what was new.",
             registry=registry,
         )
         self.rule_matches = Counter(
@@ -159,7 +186,10 @@ class SelfMetrics:
             f"{prefix}_state_saves", "Writes of the state file.", registry=registry
         )
         self.state_save_failures = Counter(
-            f"{prefix}_state_save_failures", "Failed writes of the state file.", registry=registry
+            f"{prefix}_state_save_failures",
+            "Failed writes of the state file (a full disk, an I/O error, a lock): the state "
+            "stays in memory and the write is tried again every cycle.",
+            registry=registry,
         )
         # Prometheus' own names for the same thing.
         self.reload_successful = Gauge(
@@ -172,6 +202,21 @@ class SelfMetrics:
             "Unix time of the last successful configuration load (the start, or a reload).",
             registry=registry,
         )
+        self.state_unsaved = Gauge(
+            f"{prefix}_state_unsaved_changes",
+            "Changes (job, task and expired-job rows) in memory that are not in the state "
+            "file yet; above 0 after a cycle, a crash would count those lines again.",
+            registry=registry,
+        )
+        self.state_rows_rejected = Counter(
+            f"{prefix}_state_rows_rejected",
+            "Rows of the state file that were not what this version writes (rejected at load: "
+            "that task starts afresh) or could not be written.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in ("job", "task", "expired"):
+            self.state_rows_rejected.labels(kind)
 
     def init_rules(self, names: Iterable[str]) -> None:
         count = 0
@@ -210,3 +255,6 @@ class SelfMetrics:
 
     def saved(self, ok: bool) -> None:
         (self.state_saves if ok else self.state_save_failures).inc()
+
+    def row_rejected(self, kind: str) -> None:
+        self.state_rows_rejected.labels(kind).inc()

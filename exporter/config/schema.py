@@ -36,12 +36,17 @@ Relative paths are resolved against the directory of the configuration file.
                                          # the longest pause of a task that keeps failing
     discovery:
       phases: [Creating, Pending, Running, Terminating]   # non-empty; of the 8 phases
-      name_regex: null              # Python regex: only jobs whose name it matches
+      name_regex: null              # RE2 regex (no look-around or back-references):
+                                    # only jobs whose name it matches (anywhere)
       job_ids: null                 # a list: watch exactly these training jobs
       startup_lookback_seconds: 604800   # >= 0: without state, how far back (creation
                                          # time) to look for jobs that ended recently
     lifecycle:
       grace_period_seconds: 3600    # >= 0: how long a finished job's series stay
+      final_poll_seconds: 120       # >= 0: a finished job's logs are polled (every
+                                    # interval) until a poll sees no growth since the
+                                    # one before, at most this long after the job
+                                    # ended; then the last unfinished line is taken
     platform:                       # signals beside the log; turn an API off for accounts
       events: true                  #   without its permission (a 403 also turns it off)
       task_metrics: true            # running tasks' CPU/memory/GPU/NPU utilisation
@@ -58,6 +63,11 @@ Relative paths are resolved against the directory of the configuration file.
       config_file: null             # exporter-toolkit web config (TLS, basic auth)
       external_url: null            # the URL users reach the exporter at (links in alerts);
                                     # null: http(s)://<listen host or host name>:<port>
+      workers: 4                    # 1..64 threads serving requests; 16 connections per
+                                    # worker wait, more are closed at once
+      request_timeout_seconds: 10   # > 0, <= 300: time a connection has to send its
+                                    # request (TLS handshake included), and again to
+                                    # take the response
     shard:
       index: 0                      # 0 <= index < count: this exporter's share of jobs
       count: 1                      # >= 1
@@ -270,9 +280,10 @@ class DiscoverySettings(Section):
 
 
 class LifecycleSettings(Section):
-    """``lifecycle``: how long a finished job's series stay."""
+    """``lifecycle``: how long a finished job's logs are read, and its series stay."""
 
     grace_period_seconds: Annotated[Seconds, Field(ge=0)] = 3600.0
+    final_poll_seconds: Annotated[Seconds, Field(ge=0)] = 120.0
 
 
 class PlatformSettings(Section):
@@ -305,6 +316,8 @@ class WebSettings(Section):
     config_file: ResolvedPath | None = None
     external_url: Annotated[str | None, AfterValidator(_external_url)] = None
     """Where users reach the exporter (links in alerts); None: derived from the address."""
+    workers: Annotated[int, Field(ge=1, le=64)] = 4
+    request_timeout_seconds: Annotated[Seconds, Field(gt=0, le=300)] = 10.0
 
     @property
     def listen_host(self) -> str:

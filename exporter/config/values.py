@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, PlainValidator, SecretStr, ValidationInfo
 
 from ..modelarts.types import PHASES
+from ..userregex import compile_user_regex
 
 _PORT_RE = re.compile(r"[0-9]{1,5}")
 _HOST_RE = re.compile(r"[A-Za-z0-9._-]*")
@@ -84,10 +85,8 @@ def _phase(value: str) -> str:
 
 
 def _regex(value: str) -> str:
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise ValueError(f"invalid regular expression: {exc}") from None
+    """A user regex: it must compile with RE2, the linear-time engine it runs on."""
+    compile_user_regex(value)
     return value
 
 

@@ -135,7 +135,12 @@ class World:
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = SelfMetrics(self.registry)
         self.rules = shipped_rules()
-        self.store = Store(tmp_path / "state.db", clock=self.clock, on_save=self.metrics.saved)
+        self.store = Store(
+            tmp_path / "state.db",
+            clock=self.clock,
+            on_save=self.metrics.saved,
+            on_rejected=self.metrics.row_rejected,
+        )
         self.store.open()
         self.max_attempts = max_attempts
         self.client = self.make_client(self.sim.url, read_timeout=read_timeout)
@@ -145,6 +150,7 @@ class World:
             DiscoverySettings(interval_seconds=1.0),
             clock=self.clock,
             on_failure=self.metrics.discovery_failures.inc,
+            on_bad_text=lambda field: self.metrics.invalid_api_text.labels(field).inc(),
         )
         self.poller = Poller(
             self.client,

@@ -25,10 +25,12 @@ import pytest
 import requests
 from badinput_helpers import BAD, MARKER, OTHERS, TASKS, TOKEN, FakeSleep, Key, World
 from helpers import free_port, wait_for
+from prometheus_client import CollectorRegistry
 
 from modelarts_exporter.modelarts import errors
 from modelarts_exporter.modelarts.auth import TokenAuth
 from modelarts_exporter.modelarts.client import ModelArtsClient, RetryPolicy
+from modelarts_exporter.server import metrics_body
 from modelarts_exporter.simulator import Fault
 
 MANY = 1000
@@ -926,4 +928,118 @@ def test_a_malformed_job_in_the_list_does_not_drop_it(
         world.assert_exact(key)
     assert any("skipping a job" in r.getMessage() for r in caplog.records)
     recover(world)
+    no_tracebacks(caplog)
+
+
+def test_lone_surrogates_in_one_jobs_text_stay_with_that_job(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid JSON can carry a lone UTF-16 surrogate, which no UTF-8 file, URL or label can.
+    In a name it is shown as U+FFFD; in an id the job (or task) is not watched. Either way
+    it is logged once, counted, and every cycle, save and scrape keeps working."""
+    start(world)
+    page = _list_page(world)
+    items = page["items"]
+    bravo = next(i for i in items if i["metadata"]["id"] == world.job_id("b"))
+    bravo["metadata"]["name"] = "bravo\ud800"
+    bravo["algorithm"]["engine"]["engine_name"] = "\udfff"
+    bravo["spec"]["resource"]["flavor_id"] = "gpu\ud800"
+    evil = json.loads(json.dumps(bravo))
+    evil["metadata"]["id"] = "evil\ud800"
+    evil["metadata"]["name"] = "evil"
+    items.append(evil)
+    alpha = next(i for i in items if i["metadata"]["id"] == world.job_id("a"))
+    alpha["status"]["tasks"] = [*alpha["status"]["tasks"], "worker-\udc00"]
+    page["count"] = len(items)
+    body = json.dumps(page).encode()
+    assert b"\\ud800" in body  # the escape as JSON carries it
+    world.sim.inject(
+        Fault(
+            method="POST", path_pattern="/training-job-searches$", status=200, body=body, times=MANY
+        )
+    )
+    for _ in range(3):
+        world.grow()
+        report = world.cycle()
+        assert report.failed == 0
+        assert report.discovery_ok is True
+        for key in TASKS:
+            world.assert_exact(key)
+    assert set(world.store.jobs()) == {world.job_id("a"), world.job_id("b")}
+    info = {
+        dict(labels)["training_job_id"]: dict(labels)
+        for (name, labels) in world.samples()
+        if name == "modelarts_training_job_info"
+    }
+    assert info[world.job_id("b")]["training_job_name"] == "bravo\ufffd"
+    assert info[world.job_id("b")]["flavor"] == "gpu\ufffd"
+    body, _ = metrics_body(CollectorRegistry(), world.collector.render, None)
+    body.decode("utf-8")
+    assert world.self_metric("modelarts_exporter_state_save_failures_total") == 0.0
+    # Counted each time an answer carries them (the fault answers both list calls).
+    for field in ("id", "task", "name", "engine", "flavor"):
+        assert world.self_metric("modelarts_exporter_api_invalid_text_total", field=field) == 6.0
+    assert world.self_metric("modelarts_exporter_api_invalid_text_total", field="phase") == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in warnings if "evil" in m]) == 1
+    assert len([m for m in warnings if world.job_id("b") in m]) == 1
+    assert len([m for m in warnings if "worker-" in m]) == 1
+    world.store.close()
+    world.store.open()  # what was saved is all there, and readable
+    for key in TASKS:
+        world.assert_exact(key)
+    recover(world)
+    no_tracebacks(caplog)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            {"content": "x\n", "current_size": 2, "full_size": 2**40}, id="full-size-2**40"
+        ),
+        pytest.param({"content": "x\n", "current_size": 2, "full_size": 2**33}, id="jump-8GiB"),
+    ],
+)
+def test_an_implausible_full_size_is_a_bad_answer_not_skipped_bytes(
+    world: World, caplog: pytest.LogCaptureFixture, answer: dict[str, object]
+) -> None:
+    """Issue 10, item 6: 2**40 is within what the client lets through; no log can be
+    that big (ModelArts stops logs at 1 GiB) nor grow 8 GiB in two seconds."""
+    before = start(world)
+    world.grow()
+    world.sim.inject(fault_on(world, BAD, status=200, body=_body(answer)))
+    world.cycle()
+    assert world.up(BAD) == 0.0
+    assert world.counters(BAD) == before
+    assert world.self_metric("modelarts_exporter_polls_total", outcome="implausible") == 1.0
+    assert any("not plausible" in r.getMessage() for r in caplog.records)
+    assert_others_exact(world)
+    recover(world)
+    no_tracebacks(caplog)
+
+
+def test_a_lagging_replica_never_doubles_a_counter(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10, item 6: an answer 1 byte shorter than the last, then the last answer's
+    content under a larger full_size: both stale, nothing counted twice."""
+    start(world)
+    key = BAD
+    log = world.sim.log_bytes(world.job_id(key[0]), key[1])
+    shorter = {
+        "content": log[:-1].decode(),
+        "current_size": len(log) - 1,
+        "full_size": len(log) - 1,
+    }
+    world.sim.inject(fault_on(world, key, status=200, body=_body(shorter)))
+    world.cycle()
+    world.grow()
+    larger = {"content": log.decode(), "current_size": len(log), "full_size": len(log) + 5000}
+    world.sim.inject(fault_on(world, key, status=200, body=_body(larger)))
+    world.cycle()
+    assert world.self_metric("modelarts_exporter_polls_total", outcome="stale") == 2.0
+    assert world.up(key) == 1.0
+    recover(world)
+    assert world.self_metric("modelarts_exporter_polls_total", outcome="reset") == 0.0
     no_tracebacks(caplog)

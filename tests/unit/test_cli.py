@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from modelarts_exporter import __version__, app
 from modelarts_exporter.cli import main
 from modelarts_exporter.config import Credentials
+from modelarts_exporter.logsetup import JsonFormatter, LogfmtFormatter
 
 
 @pytest.fixture(autouse=True)
@@ -692,3 +694,46 @@ def test_rules_check_tells_what_your_rules_cost(
     assert "RE2 program" not in capsys.readouterr().err
     assert main(["rules", "check"]) == 0  # the shipped rules alone: nothing to measure
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
+def test_log_lines_are_one_line_whatever_the_api_sent(formatter: logging.Formatter) -> None:
+    """A job name with a newline cannot forge a log line; a lone surrogate (valid JSON from
+    the API) cannot break the stream."""
+    record = logging.LogRecord(
+        "exporter.discovery", logging.INFO, __file__, 1, "watching job %s", ("a\nfake\ud800",), None
+    )
+    line = formatter.format(record)
+    assert "\n" not in line
+    line.encode("utf-8")
+    if isinstance(formatter, JsonFormatter):
+        assert json.loads(line)["msg"] == "watching job a\nfake\\ud800"
+    else:
+        assert 'msg="watching job a\\nfake\\ud800"' in line
+
+
+def test_a_state_file_locked_by_another_program_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locked is not corrupt: serve refuses to start and leaves the file alone."""
+    monkeypatch.setenv("MODELARTS_AUTH_TOKEN", "t")
+    state = tmp_path / "state.db"
+    other = sqlite3.connect(state, isolation_level=None)
+    other.execute("CREATE TABLE t (x)")
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO t VALUES (1)")
+    try:
+        config = tmp_path / "cfg.yml"
+        config.write_text(GOOD + f"state: {{path: {state}}}\n")
+        code, _, err = run(
+            capsys, "serve", "--config.file", str(config), "--web.listen-address", "127.0.0.1:0"
+        )
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert code == 1
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if "level=" not in line]
+    assert line.startswith(f"modelarts-exporter: state.path {state}: locked by another program")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yml", "state.db", "state.db.lock"]

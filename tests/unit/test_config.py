@@ -373,7 +373,7 @@ def test_every_problem_at_once_sorted_by_key(write: WriteConfig) -> None:
     expected = [
         "collect.concurrency: Input should be less than or equal to 256",
         "collect.interval_seconds: Input should be greater than or equal to 1",
-        "discovery.name_regex: invalid regular expression: missing ), unterminated subpattern",
+        "discovery.name_regex: invalid regular expression: missing ): (unclosed",
         "discovery.phases.1: must be one of Creating, Pending, Running, Failed, Completed, "
         "Terminating, Terminated, Abnormal",
         "discovery.phases.3: must be one of",
@@ -411,9 +411,26 @@ def test_bad_regex_names_key_and_regex_error(write: WriteConfig) -> None:
     path = write(MINIMAL + "discovery: {name_regex: '[z-a]'}\n")
     [problem] = problems_of(path)
     assert problem == (
-        f"{path}: discovery.name_regex: invalid regular expression: bad character range z-a "
-        "at position 1"
+        f"{path}: discovery.name_regex: invalid regular expression: invalid character class "
+        "range: z-a (RE2 syntax: no look-around or back-references)"
     )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("^(?!tmp-)", "invalid perl operator: (?!"),
+        ("(a)\\1", "invalid escape sequence: \\1"),
+        ("x{1000}{1000}", "bad repetition operator"),
+    ],
+)
+def test_name_regex_must_be_re2(write: WriteConfig, pattern: str, reason: str) -> None:
+    """Python's re accepts these; the name filter runs on RE2, so they are refused at load."""
+    path = write(MINIMAL + f"discovery: {{name_regex: '{pattern}'}}\n")
+    [problem] = problems_of(path)
+    assert problem.startswith(f"{path}: discovery.name_regex: invalid regular expression: ")
+    assert reason in problem
+    assert "\n" not in problem
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,10 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from modelarts_exporter.cursor import (
+    ANCHOR_BYTES,
+    MAX_ANCHORS,
+    MIN_MATCH,
+    STRONG_MATCH,
     TAIL_BYTES,
     Advance,
     CursorState,
@@ -342,7 +346,65 @@ OPS = st.one_of(
     st.tuples(st.just("lost_poll"), st.integers(1, 160)),
     st.tuples(st.just("restart_exporter"), st.just(0)),
     st.tuples(st.just("restart_log"), st.integers(0, 80)),
+    st.tuples(st.just("stale_poll"), st.integers(0, 10**6)),
+    st.tuples(st.just("lagging_content_poll"), st.integers(0, 10**6)),
 )
+"""``stale_poll``: a lagging replica answers with the log as an earlier poll saw it (up to
+MAX_ANCHORS polls back), perhaps a few bytes short of that, and perhaps under the
+current ``full_size``: the cursor must take nothing from it. ``lagging_content_poll``:
+content newer than the cursor but older than the ``full_size`` it comes with: the content
+decides (as a poll of the log as long as the content shows)."""
+
+
+@dataclass
+class _Seen:
+    """What one applied poll saw, for ``stale_poll`` to answer with later."""
+
+    log: bytes
+    incarnation: int
+    recognisable: bool
+    """The cursor kept enough of it to tell a stale answer (see ``_recognisable``)."""
+    strong: bool
+    """Enough for one whose sizes put it after the cursor."""
+
+
+def _spans_lines(data: bytes) -> bool:
+    return len(data) >= MIN_MATCH and max(data.rfind(b"\n", 0, -1), data.rfind(b"\r", 0, -1)) >= 0
+
+
+def _recognisable(state: CursorState, *, strong: bool = False) -> bool:
+    """The cursor keeps enough of what it saw to tell an answer that ends up to 6 bytes
+    short of it (3 shaved, 3 of a cut character): MIN_MATCH bytes that hold more than one
+    line's end (see ``cursor``'s docstring), in what an anchor keeps; ``strong``:
+    STRONG_MATCH of them, as an answer whose sizes put it after the cursor needs."""
+    known = (state.context or state.tail + state.pending)[-ANCHOR_BYTES:]
+    head = known[: len(known) - 6]
+    return _spans_lines(head) and (not strong or len(head) >= STRONG_MATCH)
+
+
+def stale_answer(
+    seen: list[_Seen], log: bytes, incarnation: int, arg: int, offset: int
+) -> tuple[str, int, int] | None:
+    """A lagging replica's answer (content, current_size, full_size), or None."""
+    usable = [s for s in seen[-MAX_ANCHORS:] if s.incarnation == incarnation]
+    if not usable:
+        return None
+    snap = usable[-1 - arg % len(usable)]
+    behind = (arg // 8) % 4
+    if not snap.recognisable or behind > len(snap.log):
+        return None
+    old = snap.log[: len(snap.log) - behind]
+    window = max(len(old), 2 * TAIL_BYTES) + arg % 64 if snap is not usable[-1] else 256 + arg % 64
+    content, current, full = preview(old, window)
+    if not content:
+        return None  # an empty window shows nothing to tell it by
+    if (arg // 32) % 2 and len(log) - full > 3:
+        # Old content under the newest full_size. (Misplaced by 3 bytes or fewer, it is
+        # within what the window's edges leave uncertain: a cut character's bytes.)
+        full = len(log)
+    if full - current > offset and not snap.strong:
+        return None  # its sizes put it after the cursor: too little to tell it from a gap
+    return content, current, full
 
 
 _RECORD_ID = re.compile(rb"\[\d+\.\d+\] ")
@@ -365,6 +427,7 @@ def run_history(
     state = CursorState()
     oracle = Oracle(cap=cap)
     blocks = bytearray()
+    seen: list[_Seen] = []
     totals = {"lines": 0, "processed": 0, "skipped": 0, "resets": 0}
     ambiguous = False
 
@@ -390,6 +453,54 @@ def run_history(
             if op == "poll":
                 apply(adv)
                 oracle.poll(log, incarnation, arg, final=False)
+                seen.append(
+                    _Seen(log, incarnation, _recognisable(state), _recognisable(state, strong=True))
+                )
+        elif op == "lagging_content_poll":
+            # Content ending at m (past what the cursor saw) under the log's full_size.
+            # Where the sizes put the window, it must still cover the cursor's signature
+            # (as 5 MB windows always do): a window the sizes put at or past the cursor
+            # shows nothing to check the content by.
+            seen_end = state.offset + len(state.pending)
+            m = seen_end + 1 + arg % max(1, len(log) - seen_end)
+            signature_start = state.offset - len(state.tail)
+            window = len(log) - signature_start + 3 + arg % 16
+            content, current, _ = preview(log[:m], window)
+            if (
+                oracle.started
+                and oracle.incarnation == incarnation
+                and not ambiguous
+                and _recognisable(state)
+                and _spans_lines(state.tail + state.pending)
+                and state.slack == 0
+                and len(log) - m > 3
+                and len(log) - current <= signature_start
+            ):
+                adv = advance(state, content, current, len(log), max_line_bytes=cap)
+                # (A content cut in a character may show nothing new: stale.)
+                assert adv.outcome in ("continued", "stale"), adv
+                event("lagging content")
+                apply(adv)
+                oracle.poll(log[:m], incarnation, window, final=False)
+        elif op == "stale_poll":
+            answer = stale_answer(seen, log, oracle.incarnation, arg, state.offset)
+            # A cursor that knows only a few bytes around it (the last window showed
+            # just those) cannot tell an old window from a new one: 5 MB windows always
+            # show enough; the tiny windows here do not. And an answer whose sizes put
+            # its window after the cursor reads as a gap.
+            if answer is not None and oracle.started and _recognisable(state):
+                before = state
+                adv = advance(state, *answer, max_line_bytes=cap)
+                # An answer that ends exactly where the last one did may be taken as a
+                # plain one ("nothing new"); either way nothing is taken or skipped.
+                assert adv.outcome in ("stale", "unchanged", "continued"), adv
+                event(f"stale answer: {adv.outcome}")
+                assert adv.block == b""
+                assert adv.processed_bytes == 0
+                # It may settle where a cut character lay (the lower bound catches up).
+                assert adv.skipped_bytes <= before.slack
+                assert before.offset <= adv.state.offset <= before.offset + before.slack
+                apply(adv)
         elif op == "restart_exporter":
             state = decode_cursor(encode_cursor(state))
         else:
@@ -474,3 +585,119 @@ def test_tiny_windows_never_double_count(window: int) -> None:
     text = bytes(seen).decode()
     assert all(line in log.decode() for line in text.splitlines())
     assert len(text.splitlines()) == len(set(text.splitlines()))
+
+
+# --- issue 10, item 6: stale and implausible answers are not restarts ------------------
+
+LOG = b"".join(b"2026-11-26T10:00:%02d step %d loss 0.%d\n" % (n, n, n) for n in range(40))
+
+
+def test_an_answer_one_byte_shorter_than_the_last_is_stale() -> None:
+    state = poll(CursorState(), LOG, 4096).state
+    adv = poll(state, LOG[:-1], 4096)  # a replica one byte behind
+    assert adv.outcome == "stale"
+    assert adv.block == b""
+    assert adv.processed_bytes == adv.skipped_bytes == 0
+    assert adv.state.offset == state.offset
+    more = LOG + b"next line\n"
+    adv = poll(adv.state, more, 4096)
+    assert adv.outcome == "continued"
+    assert adv.block == b"next line\n"
+
+
+def test_a_stale_window_with_a_larger_full_size_is_not_a_restart() -> None:
+    state = poll(CursorState(), LOG, 4096).state
+    content, current, _ = preview(LOG, 4096)
+    adv = advance(state, content, current, len(LOG) + 500)  # old content, newer size
+    assert adv.outcome == "stale"
+    assert adv.block == b""
+    grown = LOG + b"x" * 499 + b"\n"
+    adv = poll(adv.state, grown, 4096)
+    assert adv.outcome == "continued"
+    assert adv.block == b"x" * 499 + b"\n"
+    assert adv.skipped_bytes == 0
+
+
+def test_an_answer_several_polls_old_is_stale() -> None:
+    state = CursorState()
+    sizes = [400, 700, 1000, len(LOG)]
+    for size in sizes:
+        state = poll(state, LOG[:size], 4096).state
+    for size in sizes[:-1]:
+        for behind in (0, 1, 7):
+            adv = poll(state, LOG[: size - behind], 4096)
+            assert adv.outcome == "stale", (size, behind)
+            assert adv.state.offset == state.offset
+            assert adv.block == b""
+
+
+def test_a_stale_answer_survives_an_exporter_restart() -> None:
+    state = CursorState()
+    for size in (400, 700, len(LOG)):
+        state = poll(state, LOG[:size], 4096).state
+    state = decode_cursor(encode_cursor(state))
+    assert poll(state, LOG[:400], 4096).outcome == "stale"
+
+
+def test_content_that_lags_its_full_size_is_placed_by_the_content() -> None:
+    state = poll(CursorState(), LOG[:700], 4096).state
+    content, current, _ = preview(LOG[:1000], 4096)
+    adv = advance(state, content, current, len(LOG))  # content older than full_size says
+    assert adv.outcome == "continued"
+    assert adv.misplaced
+    start = LOG.rindex(b"\n", 0, 700) + 1
+    assert adv.block == LOG[start : LOG.rindex(b"\n", 0, 1000) + 1]
+    adv = poll(adv.state, LOG + b"more\n", 4096)
+    assert adv.block == LOG[LOG.rindex(b"\n", 0, 1000) + 1 :] + b"more\n"
+    assert adv.skipped_bytes == 0
+
+
+def test_a_restarted_log_is_still_a_restart() -> None:
+    state = poll(CursorState(), LOG, 4096).state
+    restarted = b"2026-11-26T11:00:00 restarted\n"
+    adv = poll(state, restarted, 4096)
+    assert adv.outcome == "reset"
+    assert adv.block.endswith(restarted)
+
+
+def test_repeated_lines_do_not_make_a_gap_look_stale() -> None:
+    line = b"WARNING: the same thing again\n"
+    state = poll(CursorState(), line * 10, 4096).state
+    adv = poll(state, line * 400, 100)  # the window moved past the cursor
+    assert adv.outcome == "gap"
+
+
+@pytest.mark.parametrize(
+    ("current", "full", "bounds", "reason"),
+    [
+        (100, 2**40, {"max_full_size": 2**34}, "more than a log holds"),
+        (100, 10**9, {"max_growth": 10**6}, "more than the 1000000 time allows"),
+        (5000, 100, {}, "exceeds full_size"),
+    ],
+)
+def test_implausible_sizes_are_a_bad_answer_not_skipped_bytes(
+    current: int, full: int, bounds: dict[str, int], reason: str
+) -> None:
+    state = poll(CursorState(), LOG, 4096).state
+    adv = advance(state, "x\n", current, full, **bounds)  # type: ignore[arg-type]
+    assert adv.outcome == "implausible"
+    assert reason in adv.reason
+    assert adv.state == state
+    assert adv.skipped_bytes == adv.processed_bytes == 0
+    fresh = advance(CursorState(), "x\n", current, full, **bounds)  # type: ignore[arg-type]
+    assert fresh.outcome == "implausible"
+    assert not fresh.state.started
+
+
+def test_a_restarted_log_that_ends_with_the_same_lines_is_a_restart() -> None:
+    """ModelArts ends every run with the same platform lines: a shorter log ending with
+    them is a new run, not an old answer."""
+    trailer = (
+        b"[ModelArts Service Log]Training end with return code: 1\n"
+        b"[ModelArts Service Log]exit with 1\n"
+    )
+    state = poll(CursorState(), LOG + trailer, 4096, final=True).state
+    again = b"ModuleNotFoundError: No module named 'apex'\n" + trailer
+    adv = poll(state, again, 4096, final=True)
+    assert adv.outcome == "reset"
+    assert adv.block == again

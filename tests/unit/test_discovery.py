@@ -131,6 +131,20 @@ def test_name_filter_and_explicit_ids(store: Store, clock: FakeClock) -> None:
     assert set(store.jobs()) == {"2"}
 
 
+def test_a_crafted_job_name_cannot_freeze_the_name_filter(store: Store, clock: FakeClock) -> None:
+    """Python's re needs about 2**40 steps for this name; RE2 one pass (issue 10, item 3)."""
+    now = clock.now
+    crafted = "a" * 40 + "!"
+    api = FakeModelArts(
+        jobs={
+            "1": job("1", created=now - 60, name=crafted),
+            "2": job("2", created=now - 60, name="aaaa"),
+        }
+    )
+    discovery(api, store, clock, name_regex="^(a+)+$").refresh()
+    assert set(store.jobs()) == {"2"}
+
+
 def test_shards_split_the_jobs(tmp_path: Path, clock: FakeClock) -> None:
     api = FakeModelArts(
         jobs={f"job-{i}": job(f"job-{i}", created=clock.now - 60) for i in range(40)}
@@ -156,3 +170,48 @@ def test_ended_jobs_go_after_the_grace_period(store: Store, clock: FakeClock) ->
     clock.advance(HOUR)
     assert d.expire() == ["a"]
     assert store.jobs() == {}
+
+
+def test_an_expired_job_without_times_stays_expired(tmp_path: Path, clock: FakeClock) -> None:
+    """Issue 10, item 8: the API lists it for ever and gives no time to tell it is old; once
+    exported for its grace period it must not come back with counters from zero, even
+    after a restart."""
+    timeless = TrainingJob(id="t", name="no-times", phase="Failed", tasks=("worker-0",))
+    api = FakeModelArts(jobs={"t": timeless, "run": job("run", created=clock.now - 60)})
+    path = tmp_path / "state.db"
+    store = Store(path, clock=clock)
+    store.open()
+    d = discovery(api, store, clock, grace_seconds=HOUR)
+    d.refresh()
+    assert set(store.jobs()) == {"t", "run"}
+    clock.advance(HOUR)
+    assert d.expire() == ["t"]
+    for _ in range(3):
+        clock.advance(HOUR)
+        d.refresh()
+        assert d.expire() == []
+        assert set(store.jobs()) == {"run"}
+    store.close()
+    again = Store(path, clock=clock)
+    again.open()
+    d = discovery(api, again, clock, grace_seconds=HOUR)
+    d.refresh()  # the first refresh after a start looks back a week
+    assert set(again.jobs()) == {"run"}
+    # The same id running again is a new run: watched again.
+    api.jobs["t"] = TrainingJob(id="t", name="no-times", phase="Running", tasks=("worker-0",))
+    d.refresh()
+    assert set(again.jobs()) == {"t", "run"}
+    again.close()
+
+
+def test_expired_ids_are_remembered_up_to_a_limit(tmp_path: Path, clock: FakeClock) -> None:
+    store = Store(tmp_path / "state.db", clock=clock, expired_limit=3)
+    store.open()
+    for n in range(5):
+        store.remove_job(f"job-{n}", expired_at=clock.now + n)
+    assert [store.is_expired(f"job-{n}") for n in range(5)] == [False, False, True, True, True]
+    store.close()
+    again = Store(tmp_path / "state.db", clock=clock, expired_limit=3)
+    again.open()
+    assert [again.is_expired(f"job-{n}") for n in range(5)] == [False, False, True, True, True]
+    again.close()

@@ -22,8 +22,10 @@ from prometheus_client.registry import Collector
 
 from modelarts_exporter.collector import StoreCollector
 from modelarts_exporter.families import Family, build_families, render, render_text
+from modelarts_exporter.modelarts.errors import ServerError
 from modelarts_exporter.rules import load_rules
 from modelarts_exporter.rules.model import Rule, compile_pattern
+from modelarts_exporter.selfmetrics import SelfMetrics
 from modelarts_exporter.server import make_app
 from modelarts_exporter.store import (
     LOSS_VALUES_COUNT,
@@ -182,3 +184,53 @@ def test_basic_auth_guards_everything(registry: CollectorRegistry) -> None:
     assert status.startswith("401")
     assert headers["WWW-Authenticate"].startswith("Basic")
     assert _call(app, "/metrics", {"Authorization": "Basic ok"})[0].startswith("200")
+
+
+def test_a_label_value_utf8_cannot_encode_does_not_break_metrics(
+    registry: CollectorRegistry,
+) -> None:
+    """A lone surrogate (valid JSON) that reached the store must not make /metrics a 500."""
+    job = JobState("job-1", "bad\ud800name", "Running", ("worker-0",), "\udfff", "gpu")
+    snapshot = Snapshot({"job-1": job}, {("job-1", "worker-0"): TaskState("job-1", "worker-0")})
+    app = make_app(
+        registry, StoreCollector(lambda: snapshot, load_rules()).render, ready=lambda: True
+    )
+    status, _, body = _call(app, "/metrics")
+    assert status.startswith("200")
+    assert b'training_job_name="bad?name"' in body
+
+
+def test_the_rendered_text_is_shared_until_the_store_or_the_rules_change() -> None:
+    version = [1]
+    snapshots: list[int] = []
+
+    def snapshot() -> Snapshot:
+        snapshots.append(version[0])
+        return _snapshot()
+
+    collector = StoreCollector(snapshot, load_rules(), version=lambda: version[0])
+    first = collector.render()
+    assert collector.render() == first
+    assert collector.render(openmetrics=True) != first
+    assert snapshots == [1, 1]
+    version[0] = 2
+    collector.render()
+    assert snapshots == [1, 1, 2]
+    custom = _custom_rule()
+    assert custom.metric not in first
+    collector.set_rules([*load_rules(), custom])
+    assert custom.metric in collector.render()
+    assert snapshots == [1, 1, 2, 2]
+
+
+def test_an_error_code_utf8_cannot_encode_does_not_break_metrics(
+    registry: CollectorRegistry,
+) -> None:
+    metrics = SelfMetrics(registry)
+    metrics.observe(
+        "preview_log", 0.1, ServerError("preview_log", "x", status=500, error_code="E\ud800")
+    )
+    app = make_app(registry, STORE, ready=lambda: True)
+    status, _, body = _call(app, "/metrics")
+    assert status.startswith("200")
+    assert b'reason="http_500"' in body  # a closed set: never the server's text

@@ -37,10 +37,10 @@ class World:
     def __init__(self, tmp_path: Path) -> None:
         self.clock = FakeClock()
         self.api = FakeModelArts()
-        self.store = Store(tmp_path / "state.db", clock=self.clock)
-        self.store.open()
         self.registry = CollectorRegistry()
         self.metrics = SelfMetrics(self.registry)
+        self.store = Store(tmp_path / "state.db", clock=self.clock, on_save=self.metrics.saved)
+        self.store.open()
         self.poller = Poller(
             self.api,
             Discovery(self.api, self.store, DiscoverySettings(), clock=self.clock),
@@ -88,22 +88,75 @@ def test_a_cycle_polls_every_task_and_takes_new_lines_once(world: World) -> None
     assert world.value("modelarts_exporter_polls_total", outcome="unchanged") == 1.0
 
 
-def test_a_terminal_job_gets_one_final_poll(world: World) -> None:
+def _ended_now(job_id: str, now: float, phase: str = "Failed") -> TrainingJob:
+    return TrainingJob(
+        job_id,
+        f"name-{job_id}",
+        phase,
+        ("worker-0",),
+        create_time_ms=int((now - 120) * 1000),
+        start_time_ms=int((now - 60) * 1000),
+        duration_ms=60_000,
+    )
+
+
+def test_a_finished_jobs_log_is_read_until_it_stops_growing(world: World) -> None:
+    """Issue 10, item 7: the exit code and the OOM came seconds after the phase change."""
     now = world.clock.now
     world.api.jobs["a"] = running("a", now=now)
-    world.api.logs[("a", "worker-0")] = b"step 1\n[Modelarts Service Log]exit with 1"
+    world.api.logs[("a", "worker-0")] = b"step 1\n"
     world.poller.run_cycle()
-    assert world.store.task("a", "worker-0").exit_code is None  # unfinished line held back
-    world.api.jobs["a"] = running("a", phase="Failed", now=now)
     world.clock.advance(10)
-    world.poller.run_cycle()
+    world.api.jobs["a"] = _ended_now("a", world.clock.now)
+    world.poller.run_cycle()  # the log lags the phase: nothing new yet
+    assert not world.store.task("a", "worker-0").final_done
+    world.api.logs[("a", "worker-0")] += (
+        b"RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+        b"[Modelarts Service Log]exit with 137"
+    )
+    world.clock.advance(10)
+    world.poller.run_cycle()  # it grew: not the last poll yet
     task = world.store.task("a", "worker-0")
-    assert task.exit_code == 1
+    assert task.errors.get("cuda_oom") == 1.0
+    assert task.exit_code is None  # the unfinished last line waits
+    assert not task.final_done
+    world.clock.advance(10)
+    world.poller.run_cycle()  # no growth since the poll before: the final poll
+    task = world.store.task("a", "worker-0")
+    assert task.exit_code == 137
     assert task.final_done
+    assert task.lines == 3
     calls = len(list(world.api.previews()))
     world.clock.advance(10)
     world.poller.run_cycle()
     assert len(list(world.api.previews())) == calls  # not polled again
+
+
+def test_a_finished_jobs_log_that_keeps_growing_is_read_for_a_bounded_time(world: World) -> None:
+    world.api.jobs["a"] = _ended_now("a", world.clock.now)
+    world.api.logs[("a", "worker-0")] = b"step 0\n"
+    polls = 0
+    while not world.store.task("a", "worker-0").final_done:
+        world.poller.run_cycle()
+        polls += 1
+        world.api.logs[("a", "worker-0")] += b"step %d\n" % polls
+        world.clock.advance(10)
+        assert polls <= 13
+    # final_poll_seconds (120 s by default) after the job ended, polling every 10 s.
+    assert polls == 13
+    calls = len(list(world.api.previews()))
+    world.poller.run_cycle()
+    assert len(list(world.api.previews())) == calls
+
+
+def test_a_job_that_ended_long_ago_gets_one_poll(world: World) -> None:
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", phase="Completed", now=now - 3 * 60)
+    world.api.logs[("a", "worker-0")] = b"step 1\n[Modelarts Service Log]exit with 0"
+    world.poller.run_cycle()
+    task = world.store.task("a", "worker-0")
+    assert task.final_done
+    assert task.exit_code == 0
 
 
 def test_one_failing_task_does_not_stop_the_others_and_backs_off(world: World) -> None:
@@ -184,6 +237,41 @@ def test_a_rejected_credential_pauses_every_preview(
     assert calls <= 2 * 4
     assert all(task.up is False for task in world.store.snapshot().tasks.values())
     assert "rejected the credentials" in caplog.text
+
+
+def test_a_full_disk_never_stops_collection_and_the_save_is_retried(
+    world: World, tmp_path: Path
+) -> None:
+    """Issue 10, item 5: writes fail (SQLITE_FULL, as on a full disk); cycles go on from
+    memory, failures are counted, and the next cycle with space saves everything."""
+    now = world.clock.now
+    world.api.jobs["a"] = running("a", now=now)
+    world.api.logs[("a", "worker-0")] = b""
+    world.poller.run_cycle()
+    db = world.store._file._db  # type: ignore[union-attr]
+    assert db is not None
+    db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
+    for _ in range(3):
+        world.clock.advance(10)
+        # An unfinished line that grows: the task's row (which holds it) needs new pages.
+        world.api.logs[("a", "worker-0")] += b"Traceback (most recent call last):\n" + b"x" * 5000
+        report = world.poller.run_cycle()
+        assert report.failed == 0
+    assert world.store.task("a", "worker-0").errors == {"python_traceback": 3.0}
+    assert (world.value("modelarts_exporter_state_save_failures_total") or 0) >= 3
+    assert world.value("modelarts_exporter_state_unsaved_changes") == 1.0
+    db.execute("PRAGMA max_page_count=1073741823")
+    world.clock.advance(10)
+    world.poller.run_cycle()
+    assert world.value("modelarts_exporter_state_unsaved_changes") == 0.0
+    in_memory = world.store.task("a", "worker-0")
+    world.poller.stop()
+    world.store.close()
+    again = Store(tmp_path / "state.db")
+    again.open()
+    assert again.task("a", "worker-0") == in_memory
+    again.close()
+    world.store.open()  # for the fixture's close
 
 
 def test_a_cycle_that_overruns_its_interval_is_not_started_twice(
