@@ -296,9 +296,9 @@ def advance(
     """
     if max_line_bytes < 1:
         raise ValueError("max_line_bytes must be positive")
-    if _unchanged(state, full_size, final=final) and not _implausible(
-        state, current_size, full_size, max_full_size, max_growth
-    ):
+    if _unchanged(
+        state, full_size, final=final, max_line_bytes=max_line_bytes
+    ) and not _implausible(state, current_size, full_size, max_full_size, max_growth):
         # Nothing written since the last poll: the window must still end with the
         # signature (a whole one: a shorter one could still learn from this window).
         # Checking that costs a few bytes, not the whole window.
@@ -318,13 +318,16 @@ def advance(
     )
 
 
-def _unchanged(state: CursorState, full_size: int, *, final: bool) -> bool:
-    """Whether the log may be as the last poll left it (same size, a whole signature)."""
+def _unchanged(state: CursorState, full_size: int, *, final: bool, max_line_bytes: int) -> bool:
+    """Whether the log may be as the last poll left it (same size, a whole signature),
+    and nothing is due from it (a held-back line that backed off a cut character can be
+    a whole piece long: it is taken even though nothing was written)."""
     return (
         state.started
         and not final
         and full_size == state.full_size
         and (len(state.tail) == TAIL_BYTES or state.offset <= len(state.tail))
+        and len(state.pending) < max_line_bytes
     )
 
 
@@ -352,7 +355,9 @@ def advance_bytes(
     why = "" if trusted else _implausible(state, current_size, full_size, max_full_size, max_growth)
     if why:
         return Advance(state=state, outcome="implausible", reason=why)
-    if _unchanged(state, full_size, final=final) and cb.endswith(state.tail + state.pending):
+    if _unchanged(state, full_size, final=final, max_line_bytes=max_line_bytes) and cb.endswith(
+        state.tail + state.pending
+    ):
         return Advance(state=replace(state, stale=0), outcome="unchanged")
     start = max(0, full_size - current_size)
     # U+FFFD starts with 0xEF: a memchr for that byte usually rules it out at once.
@@ -695,10 +700,15 @@ def _remember(state: CursorState, new: bytes) -> tuple[tuple[int, bytes], ...]:
     them, unless the new one repeats it."""
     if not state.started:
         return ()
-    end = state.offset + len(state.pending)
+    # Where it ended, at most: a later window may settle a cut character upwards, and an
+    # anchor that put it too low would make the answer that shows it look older.
+    end = state.offset + state.slack + len(state.pending)
     known = _known(state)[-ANCHOR_BYTES:]
     if not known or new[-ANCHOR_BYTES:] == known:
         return state.anchors
+    for at, data in state.anchors:
+        if at == end and len(data) > len(known) and data.endswith(known):
+            known = data  # a window that showed less of the same end: keep the more
     kept = tuple(anchor for anchor in state.anchors if anchor[0] != end)
     return (*kept, (end, known))[-MAX_ANCHORS:]
 
