@@ -18,10 +18,15 @@ concept comes from the longest vocabulary entry that ends the key (``("loss",)``
   says ``train``.
 * ``step``, ``epoch``: the current step/epoch, an integer for a step. Not with a modifier
   that makes a count or a setting of it (``max_steps``, ``save_steps``, ``warmup``,
-  ``num``, ``total``, ``skipped``, ``time per iteration``); a plural (``Steps: 236``,
-  ``epochs: 3``) only as ``N/T`` (``steps 80/190``). ``batch`` (the batch of an epoch)
-  is the step when the line names no step; a tqdm frame's ``N`` or mmcv's ``[n/t]``
-  after ``Epoch [e]`` when it names neither.
+  ``num``, ``total``, ``skipped``, ``time per iteration``). ``batch`` (the batch of an
+  epoch) is the step when the line names no step; a tqdm frame's ``N`` or mmcv's
+  ``[n/t]`` after ``Epoch [e]`` when it names neither; a bare plural (``Steps: 95``,
+  ``Epochs: 3``: the count done so far, Coqui STT) when it names none of these. The total
+  of ``N/T`` is the run's planned steps, unless the line also prints an epoch's total
+  (the steps of one epoch), except for a ``global`` key (``global iter: 15/5000``).
+* Telemetry keys (learning rate, grad norm, loss scale, step time ...): a key that is only
+  a word of change (``reducing to``, ``setting to``) gives the key before it a new value
+  (DeepSpeed's ``Attempted loss scale: 128, reducing to 64`` says the scale is now 64).
 
 Keys are matched per token, so ``训练次数`` and other keys without separators are matched
 by their characters: the entry ``损失`` ends ``验证损失`` (eval) and ``训练损失``.
@@ -144,6 +149,8 @@ class Position:
     value: float
     total: float | None
     start: int
+    whole_run: bool = False
+    """The key says ``global``: its total is the run's, even beside an epoch's total."""
 
 
 @dataclass(slots=True)
@@ -251,7 +258,10 @@ class Vocabulary:
 
     def _classify_name(self, tokens: tuple[str, ...]) -> Meaning | None:
         if len(tokens) > 1 and tokens[-1] in TIME_UNITS:
-            timed = self._classify_name(tokens[:-1])
+            named = tokens[:-1]
+            if len(named) > 1 and named[-1] == "in":  # `train_step_timing in s`
+                named = named[:-1]
+            timed = self._classify_name(named)
             if timed is not None and timed.concept in ("step_time", "eta"):
                 return Meaning(
                     timed.concept,
@@ -376,17 +386,31 @@ class Vocabulary:
         line_eval: bool | None = None
         best: tuple[int, tuple[str, ...]] | None = None
         best_eval: tuple[int, float] | None = None
-        positions: dict[str, list[Position]] = {"step": [], "batch": [], "frame": []}
-        epochs: list[Position] = []
+        # a bare plural (`Steps: 95`, `Epochs: 3`) counts what was done: the step or
+        # epoch when no other key of the line says it
+        positions: dict[str, list[Position]] = {
+            "step": [],
+            "batch": [],
+            "frame": [],
+            "steps": [],
+            "epoch": [],
+            "epochs": [],
+        }
         frames: list[Pair] = []
         telemetry: list[tuple[str, Pair, int]] = []
+        previous: Meaning | None = None
         for pair in pairs:
             if pair.tokens[0] == "frame":
                 if pair.tokens == ("frame",):
                     positions["frame"].append(Position(pair.value, pair.total, pair.start))
                 frames.append(pair)
+                previous = None
                 continue
             meaning = self.meaning(pair.tokens)
+            if meaning is None and previous is not None and _is_change(pair.tokens):
+                # the new value of the key before: `Attempted loss scale: 128, reducing to 64`
+                meaning = replace(previous, ignored=False)
+            previous = meaning if meaning is not None and meaning.concept in KEY_CONCEPTS else None
             if meaning is None or meaning.ignored:
                 continue
             evaluation = meaning.eval or pair.mode in _MODES_EVAL
@@ -409,32 +433,36 @@ class Vocabulary:
                 timed = replace(pair, unit=meaning.unit) if meaning.unit and not pair.unit else pair
                 telemetry.append((meaning.concept, timed, meaning.rank))
             elif meaning.concept in positions:
-                if meaning.plural and pair.total is None:
-                    continue
+                if pair.unit == "%" or pair.unit in TIME_UNITS:
+                    continue  # `Steps: 12%`, `epoch: 3.2s`: a share or a time, not a count
                 if meaning.concept != "epoch" and not float(pair.value).is_integer():
                     continue
-                positions[meaning.concept].append(Position(pair.value, pair.total, pair.start))
-            elif meaning.concept == "epoch" and not (meaning.plural and pair.total is None):
-                epochs.append(Position(pair.value, pair.total, pair.start))
+                kind = meaning.concept
+                if meaning.plural and pair.total is None:
+                    if kind == "batch":
+                        continue
+                    kind += "s"
+                whole_run = "global" in pair.tokens
+                positions[kind].append(Position(pair.value, pair.total, pair.start, whole_run))
         if best_eval is not None:
             facts.eval_loss = best_eval[1]
         if line_eval is None and telemetry and best is None:
             line_eval = self.eval_context(line)
         if line_eval and best is None:
             telemetry = []  # an evaluation line: its throughput and times are evaluation's
-        per_epoch = any(e.total is not None for e in epochs)
+        per_epoch = any(e.total is not None for e in positions["epoch"])
         _telemetry(facts, telemetry, frames, positions, best is not None, per_epoch)
         if best is None:
             return facts
         chosen = [p for p in facts.training_losses if p.tokens == best[1]][-1]
         facts.loss = chosen
         facts.rank = best[0]
-        for kind in ("step", "batch", "frame"):
+        for kind in ("step", "batch", "frame", "steps"):
             near = _nearest(positions[kind], chosen.start)
             if near is not None:
                 facts.step = near.value
                 break
-        near_epoch = _nearest(epochs, chosen.start)
+        near_epoch = _nearest(positions["epoch"] or positions["epochs"], chosen.start)
         facts.epoch = near_epoch.value if near_epoch is not None else None
         return facts
 
@@ -530,7 +558,7 @@ def _telemetry(
             if frame.seconds is not None:
                 values["eta"] = frame.seconds
     for step in positions["step"]:
-        if step.total is not None and not per_epoch:
+        if step.total is not None and (step.whole_run or not per_epoch):
             values["total_steps"] = step.total
 
 
@@ -539,6 +567,20 @@ _MAX_PLANS = 4096
 _RECENT_LINES = 512
 _UNKNOWN: Any = object()
 _NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?i:nan|inf(?:inity)?)")
+
+
+_CHANGES = frozenset(
+    {"reducing", "reduced", "lowering", "lowered", "decreasing", "decreased", "increasing"}
+    | {"increased", "raising", "raised", "growing", "setting", "changing", "changed"}
+    | {"updating", "updated", "adjusting", "adjusted"}
+)
+"""Words that give a key a new value, said of the key before (``..., reducing to 64``)."""
+
+
+def _is_change(tokens: tuple[str, ...]) -> bool:
+    """Whether a key is only a word of change (and filler): ``reducing to``."""
+    words = [t for t in tokens if t not in _FILLER]
+    return bool(words) and all(t in _CHANGES for t in words)
 
 
 def _key_starts(line: bytes, anchor: bytes) -> list[int]:

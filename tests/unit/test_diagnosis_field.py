@@ -27,6 +27,8 @@ KNOWN_MISSES = {
     "m_mindspore_resnet_modelzoo_device_target_valueerror.log": "python_exception",
     "m_openpi_jax_xla_runtime_error.log": "python_exception",
     "m_rl4co_lightning_hydra_sanity_check_shape_error.log": "python_exception",
+    "deepspeech_training_summary_zerodivision.log": "python_exception",
+    "ray_train_worker_died_possible_causes.log": "python_exception",
     # The shipped segfault rule fires on Ray's list of *possible* causes ("(3) the worker
     # crashed unexpectedly due to SIGSEGV"): a marker false positive, not the diagnosis.
     "m_verl_grpo_ray_actor_unavailable.log": "segfault",

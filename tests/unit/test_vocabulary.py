@@ -105,9 +105,16 @@ def test_loss_scale_is_not_a_loss(vocabulary: Vocabulary) -> None:
         # an explicit step beats a progress frame; a batch beats a frame too
         ("12/100 [00:01<00:09, 9.9it/s, step=40, loss=0.5]", 0.5, 40, None),
         ("Epoch 3, Batch 20/50, loss=0.4", 0.4, 20, 3),
-        # a plural is a count, not a position; N/T makes it one
-        ("Epoch: 4, Steps: 236 | Train Loss: 0.279", 0.279, None, 4),
+        # a bare plural counts the steps done (of the epoch, as `iters: 200` before the
+        # epoch's summary did), when nothing else on the line says the step
+        ("Epoch: 4, Steps: 236 | Train Loss: 0.279", 0.279, 236, 4),
+        ("Epoch 1 |   Training | Elapsed Time: 0:03:10 | Steps: 17 | Loss: 3.25", 3.25, 17, 1),
+        ("iter: 40 | Steps: 41 | loss: 0.5", 0.5, 40, None),
+        ("Epochs: 3, loss: 0.2", 0.2, None, 3),
         ("steps 12/300 loss 0.2", 0.2, 12, None),
+        # a share or a time is not a count
+        ("Steps: 12% | loss: 0.3", 0.3, None, None),
+        ("epoch: 3.5s | loss: 0.3", 0.3, None, None),
     ],
 )
 def test_the_training_loss_of_a_line(
@@ -227,3 +234,31 @@ def test_nan_losses_counted_once_per_line_by_the_marker() -> None:
     assert value is not None
     assert math.isinf(value)
     assert errors.get("nan_loss") == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "concept", "value"),
+    [
+        # a word of change gives the key before it its new value
+        ("Attempted loss scale: 8, reducing to 4", "loss_scale", 4.0),
+        ("scaler scale: 1024, lowering to 512", "loss_scale", 512.0),
+        ("Attempted loss scale: 8", "loss_scale", None),
+        # a time key spelled `timing`, its unit after `in`
+        ("global_step: 9 | train_step_timing in s: 0.5 | loss: 1.0", "step_time", 0.5),
+        ("iter_time_in_ms: 250, loss: 1.0", "step_time", 0.25),
+        # a global step's total is the run's, even beside an epoch's total
+        ("Epoch [2/10] | global_step 300/5000 | loss 0.1", "total_steps", 5000.0),
+        ("Epoch [2/10] | step 30/500 | loss 0.1", "total_steps", None),
+    ],
+)
+def test_telemetry_of_a_line(
+    vocabulary: Vocabulary, line: str, concept: str, value: float | None
+) -> None:
+    assert vocabulary.read_line(line).telemetry.get(concept) == value
+
+
+def test_a_word_of_change_after_a_loss_is_no_loss(vocabulary: Vocabulary) -> None:
+    facts = vocabulary.read_line("step 3 | loss: 0.5, reducing to 0.4")
+    assert facts.loss is not None
+    assert facts.loss.value == 0.5
+    assert facts.telemetry == {}
