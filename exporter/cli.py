@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="prometheus: the metrics as /metrics shows them (default); summary: a block per "
         "file for a person; json: for scripts (shape in the README)",
     )
+    analyze.add_argument(
+        "--failed",
+        action="store_true",
+        help="the job of these logs failed (ended Failed or Abnormal): give each file that "
+        "printed no exit code 0 its failure reason, as the exporter does for such a job "
+        "(by default only a printed non-zero exit code makes a file failed)",
+    )
     analyze.add_argument("files", nargs="+", metavar="FILE", help="log files; - reads stdin")
 
     rules = commands.add_parser(
@@ -348,7 +355,7 @@ def task_ids(names: Sequence[str]) -> list[str]:
 def _analyze(args: argparse.Namespace) -> int:
     from .analyze import FileReport, LogSource, Progress, analyze_log, keep_freed_memory
     from .families import build_families, render_text
-    from .report import render_json, render_summary
+    from .report import possible_failures, render_json, render_summary
     from .rules import RuleError, RuleSet, load_rules
     from .store import JobState, Snapshot
 
@@ -395,16 +402,17 @@ def _analyze(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     tasks = {(job, report.task.task_id): report.task for report in reports}
-    snapshot = Snapshot({job: JobState(job, job, "Completed")}, tasks)
+    snapshot = Snapshot({job: JobState(job, job, "Failed" if args.failed else "Completed")}, tasks)
     families = [
         f
         for f in build_families(snapshot, rules)
         if not f.name.startswith("modelarts_training_job")
     ]
+    possible = {} if args.failed else possible_failures(reports)
     if args.format == "summary":
-        sys.stdout.write(render_summary(reports, families))
+        sys.stdout.write(render_summary(reports, families, possible))
     elif args.format == "json":
-        sys.stdout.write(render_json(reports, families))
+        sys.stdout.write(render_json(reports, families, possible))
     else:
         sys.stdout.write(render_text(families))
     return EXIT_OK

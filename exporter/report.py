@@ -15,13 +15,17 @@ The JSON document (one object, ``files`` in the order given)::
                      "count": 1, "first_line": 4711}],           # markers that counted
         "metrics": {"modelarts_task_exit_code": 1, "modelarts_task_loss": 0.31, ...},
         "series": [{"name": "modelarts_task_failure_info",
-                    "labels": {"reason": "cuda_oom", ...}, "value": 1}]
+                    "labels": {"reason": "cuda_oom", ...}, "value": 1}],
+        "possible_failure": null            # or the reason, see below
     }]}
 
 ``metrics`` holds the series that have only the task's labels, by sample name as
 ``/metrics`` prints it (counters end in ``_total``, a summary gives ``_count`` and
 ``_sum``); ``series`` the ones with more labels (``training_job_id`` and ``task_id`` left
-out). Numbers are JSON numbers; NaN and infinities are the strings
+out); what only a poll of ModelArts can say (``modelarts_task_up``, window and skipped
+bytes ...) is left out. ``possible_failure`` is the reason a file that printed no exit code
+would get had its job failed (``analyze --failed`` gives it as ``failure_info``), else
+null. Numbers are JSON numbers; NaN and infinities are the strings
 ``"NaN"``, ``"+Inf"`` and ``"-Inf"`` (as in the Prometheus text format). Line numbers
 count from 1, with ``\\r\\n``, ``\\r`` and ``\\n`` each ending a line.
 """
@@ -30,11 +34,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .analyze import FileReport
+from .diagnosis import explain
 from .families import TASK_LABELS, Family
 
 MARKER_FAMILIES = {
@@ -92,8 +97,25 @@ def task_samples(families: Iterable[Family], task_id: str, job_id: str = "local"
     return found
 
 
-def render_summary(reports: Sequence[FileReport], families: Sequence[Family]) -> str:
-    """One readable block per file."""
+def possible_failures(reports: Sequence[FileReport]) -> dict[str, str]:
+    """task_id -> the failure reason a file would get had its job failed, for the files
+    that printed no exit code and whose markers name a cause (not ``unknown``): a log
+    downloaded from a failed job often ends before any exit code is printed."""
+    found = {}
+    for report in reports:
+        if report.task.exit_code is None:
+            reason = explain(report.task).reason
+            if reason != "unknown":
+                found[report.task.task_id] = reason
+    return found
+
+
+def render_summary(
+    reports: Sequence[FileReport],
+    families: Sequence[Family],
+    possible: Mapping[str, str] | None = None,
+) -> str:
+    """One readable block per file; ``possible``: possible_failures, shown as a hint."""
     blocks = []
     for report in reports:
         samples = task_samples(families, report.task.task_id)
@@ -108,6 +130,10 @@ def render_summary(reports: Sequence[FileReport], families: Sequence[Family]) ->
         )
         lines = [_title(report)]
         rows = [(_label(sample), _shown(sample)) for sample in values]
+        reason = (possible or {}).get(report.task.task_id)
+        if reason is not None:
+            hint = f"{reason} (no exit code printed; --failed if the job failed)"
+            rows.insert(0, ("possible failure", hint))
         width = max((len(label) for label, _ in rows), default=0)
         lines += [f"  {label:<{width}}  {text}" for label, text in rows]
         lines += _marker_lines(report, samples)
@@ -173,7 +199,11 @@ def number(value: float) -> str:
     return repr(value)
 
 
-def render_json(reports: Sequence[FileReport], families: Sequence[Family]) -> str:
+def render_json(
+    reports: Sequence[FileReport],
+    families: Sequence[Family],
+    possible: Mapping[str, str] | None = None,
+) -> str:
     """The JSON document described in the module's docstring, with a final newline."""
     files = []
     for report in reports:
@@ -194,6 +224,8 @@ def render_json(reports: Sequence[FileReport], families: Sequence[Family]) -> st
                             "first_line": report.first_lines.get((severity, marker)),
                         }
                     )
+            elif sample.family.name in _POLL_ONLY:
+                continue
             elif sample.labels:
                 series.append({"name": sample.name, "labels": sample.labels, "value": value})
             else:
@@ -205,6 +237,7 @@ def render_json(reports: Sequence[FileReport], families: Sequence[Family]) -> st
                 "markers": markers,
                 "metrics": metrics,
                 "series": series,
+                "possible_failure": (possible or {}).get(report.task.task_id),
             }
         )
     return json.dumps({"files": files}, indent=2, allow_nan=False) + "\n"

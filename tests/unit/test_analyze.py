@@ -305,6 +305,58 @@ def test_json_has_the_documented_shape(capsys: pytest.CaptureFixture[str], tmp_p
     assert all(isinstance(s["labels"], dict) for s in one["series"] + two["series"])
 
 
+def test_json_leaves_out_what_only_a_poll_can_say(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ok, _ = _two_logs(tmp_path)
+    code, out, err = run(capsys, "analyze", "--format", "json", str(ok))
+    assert code == 0, err
+    (one,) = json.loads(out)["files"]
+    assert "modelarts_task_up" not in one["metrics"]
+    assert "modelarts_task_last_log_growth_timestamp_seconds" not in one["metrics"]
+    assert one["possible_failure"] is None  # exit code 0 printed
+
+
+def _cut_before_the_exit_code(tmp_path: Path) -> Path:
+    """A log downloaded from a failed job: it ends before any exit code."""
+    log = tmp_path / "worker-0.log"
+    log.write_bytes(
+        b"step 3 | loss 2.5\n"
+        b"Traceback (most recent call last):\n"
+        b'  File "train.py", line 9, in <module>\n'
+        b"torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+    )
+    return log
+
+
+def test_a_log_without_exit_code_shows_its_possible_failure(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = _cut_before_the_exit_code(tmp_path)
+    code, out, _ = run(capsys, "analyze", "--format", "summary", str(log))
+    assert code == 0
+    assert re.search(r"\n  possible failure\s+cuda_oom \(no exit code printed; --failed", out)
+    assert "failure_info" not in run(capsys, "analyze", str(log))[1]
+    code, out, _ = run(capsys, "analyze", "--format", "json", str(log))
+    assert json.loads(out)["files"][0]["possible_failure"] == "cuda_oom"
+
+
+def test_failed_gives_the_reason_as_the_exporter_does_for_a_failed_job(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    log = _cut_before_the_exit_code(tmp_path)
+    code, out, _ = run(capsys, "analyze", "--failed", str(log))
+    assert code == 0
+    assert re.search(r'modelarts_task_failure_info\{[^}]*reason="cuda_oom"', out)
+    code, out, _ = run(capsys, "analyze", "--failed", "--format", "summary", str(log))
+    assert re.search(r"\n  failure\s+reason=cuda_oom, category=resource\n", out)
+    assert "possible failure" not in out
+    # a task that printed exit code 0 did not fail with its job
+    ok, _ = _two_logs(tmp_path)
+    code, out, _ = run(capsys, "analyze", "--failed", str(ok))
+    assert "failure_info{" not in out
+
+
 def test_prometheus_stays_the_default(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     ok, _ = _two_logs(tmp_path)
     code, default, _ = run(capsys, "analyze", str(ok))
