@@ -57,13 +57,18 @@ def load_rules(paths: Iterable[Path | str] = (), *, include_default: bool = True
     rules: list[Rule] = []
     declared: dict[str, str] = {}
     vocabularies: list[VocabularySpec] = []
+    defined: dict[str, str] = {}
     for path in files:
-        rules.extend(load_rule_file(path, problems, declared, vocabularies))
+        rules.extend(load_rule_file(path, problems, declared, vocabularies, defined))
     generated = vocabulary_rules(vocabularies, problems)[1]
     rules.extend(generated)
     for rule in generated:
         declared.setdefault(rule.name, rule.kind)
-    seen: dict[str, Rule] = {}
+        defined_at = defined.setdefault(rule.name, rule.source)
+        if defined_at != rule.source:
+            problems.append(
+                f"{defined_at} ({rule.name}): name: the vocabulary's rule has this name"
+            )
     metric_shapes: dict[str, tuple[str, tuple[str, ...], str]] = {}
     for rule in rules:
         for fed in rule.feeds:
@@ -75,11 +80,6 @@ def load_rules(paths: Iterable[Path | str] = (), *, include_default: bool = True
                     f"{rule.source} ({rule.name}): feeds: {fed} is {what}; a context rule "
                     "feeds loss rules"
                 )
-        if rule.name in seen:
-            problems.append(
-                f"{rule.source} ({rule.name}): name: also defined at {seen[rule.name].source}"
-            )
-        seen.setdefault(rule.name, rule)
         if rule.metric:
             shape = (rule.kind, tuple(sorted(rule.labels)), rule.source)
             first = metric_shapes.setdefault(rule.metric, shape)

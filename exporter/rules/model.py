@@ -329,6 +329,11 @@ def _parse_rule(data: Any, where: str, problems: list[str]) -> RuleSpec | None:
         if example is not None:
             examples.append(example)
     if len(problems) > before or name is None or kind is None or pattern is None:
+        # the rule is not compiled: its patterns' problems are reported now, with the others
+        for key, text in (("pattern", pattern), ("unless", unless)):
+            reason = compile_pattern(expand(text))[1] if text else ""
+            if reason:
+                fields.problem(key, reason)
         return None
     return RuleSpec(
         name=name,
@@ -596,11 +601,14 @@ def load_rule_file(
     problems: list[str],
     declared: dict[str, str] | None = None,
     vocabularies: list[VocabularySpec] | None = None,
+    defined: dict[str, str] | None = None,
 ) -> list[Rule]:
     """The rules of one file; problems are appended, never raised.
 
     ``declared`` collects the name and kind of every rule the file declares, those that
-    fail their checks included; ``vocabularies`` the file's ``vocabulary:`` section.
+    fail their checks included; ``vocabularies`` the file's ``vocabulary:`` section;
+    ``defined`` where each name was first defined (a name defined again is a problem,
+    whether or not either rule compiles).
     """
     try:
         text = path.read_text(encoding="utf-8")
@@ -625,6 +633,10 @@ def load_rule_file(
     for source, spec in parse_rule_file(data, str(path), problems):
         if declared is not None:
             declared.setdefault(spec.name, spec.kind)
+        if defined is not None:
+            first = defined.setdefault(spec.name, source)
+            if first != source:
+                problems.append(f"{source} ({spec.name}): name: also defined at {first}")
         rule = _compile_rule(spec, source, problems)
         if rule is not None:
             rules.append(rule)

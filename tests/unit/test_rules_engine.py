@@ -555,6 +555,34 @@ def test_duplicate_names_across_files(tmp_path: Path) -> None:
     assert problem == f"{b}: rules[0] (dup): name: also defined at {a}: rules[0]"
 
 
+def test_every_problem_at_once_even_of_rules_that_fail_their_checks(tmp_path: Path) -> None:
+    """A duplicate name and a bad pattern are not hidden behind a rule's other problems."""
+    path = write(
+        tmp_path,
+        "r.yml",
+        "rules:\n"
+        "- {name: Bad, kind: eror, pattern: '(?<=x)y'}\n"
+        "- {name: twice, kind: gauge, metric: modelarts_task_loss, pattern: 'a'}\n"
+        "- {name: twice, kind: gauge, metric: my_metric, pattern: 'b'}\n",
+    )
+    found = problems(path)
+    where = f"{path}: rules["
+    assert any(f"{where}0] (Bad): name: 'Bad' must match" in p for p in found)
+    assert any(f"{where}0] (Bad): kind: 'eror' must be one of" in p for p in found)
+    assert any(f"{where}0] (Bad): pattern: " in p and "look" in p for p in found)
+    assert f"{where}2] (twice): name: also defined at {where}1]" in found
+    assert any(f"{where}1] (twice): metric: modelarts_task_loss is one of" in p for p in found)
+
+
+def test_a_rule_named_as_a_vocabulary_rule_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "r.yml", "rules:\n- {name: kv_loss, kind: error, pattern: x}\n")
+    with pytest.raises(RuleError) as caught:
+        load_rules([path])
+    assert f"{path}: rules[0] (kv_loss): name: the vocabulary's rule has this name" in (
+        caught.value.problems
+    )
+
+
 def test_a_metric_fed_with_other_labels_elsewhere(tmp_path: Path) -> None:
     path = write(
         tmp_path,
