@@ -377,6 +377,7 @@ def _analyze(args: argparse.Namespace) -> int:
         keep_freed_memory()
     progress = Progress.for_stderr(total)
     done = 0
+    unread: list[str] = []  # like cat and grep: a file that cannot be read does not stop the rest
     try:
         for name, task_id in zip(args.files, ids, strict=True):
             try:
@@ -395,12 +396,16 @@ def _analyze(args: argparse.Namespace) -> int:
                 finally:
                     source.close()
             except OSError as exc:
-                return _problems([f"analyze: {name}: {exc.strerror or exc}"])
+                unread.append(f"analyze: {name}: {exc.strerror or exc}")
+                continue
             except ValueError as exc:
-                return _problems([f"analyze: {name}: {exc}"])
+                unread.append(f"analyze: {name}: {exc}")
+                continue
             done += source.consumed
     finally:
         progress.close()
+    if not reports:
+        return _problems(unread)
     tasks = {(job, report.task.task_id): report.task for report in reports}
     snapshot = Snapshot({job: JobState(job, job, "Failed" if args.failed else "Completed")}, tasks)
     families = [
@@ -415,7 +420,7 @@ def _analyze(args: argparse.Namespace) -> int:
         sys.stdout.write(render_json(reports, families, possible))
     else:
         sys.stdout.write(render_text(families))
-    return EXIT_OK
+    return _problems(unread) if unread else EXIT_OK
 
 
 _LARGE_INPUT = 16 << 20

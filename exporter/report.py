@@ -188,15 +188,16 @@ def _marker_lines(report: FileReport, samples: Sequence[Sample]) -> list[str]:
 
 
 def number(value: float) -> str:
-    """A value for a person: whole numbers without a fraction (with thousands separators),
-    others as Python prints them, NaN and infinities as Prometheus does."""
+    """A value for a person: thousands separators, at most 12 significant digits (a sum
+    of floats prints ``4.1971``, not ``4.197100000000001``), whole numbers without a
+    fraction, NaN and infinities as Prometheus does."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
     if value.is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
-    return repr(value)
+    return f"{value:,.12g}"
 
 
 def render_json(

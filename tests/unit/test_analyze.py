@@ -20,6 +20,7 @@ import pytest
 
 from modelarts_exporter.analyze import BLOCK_BYTES, LogSource, Progress, analyze_log
 from modelarts_exporter.cli import main
+from modelarts_exporter.report import number as shown_number
 from modelarts_exporter.rules import RuleSet, load_rules
 from modelarts_exporter.store import LOSS_VALUES_COUNT, LOSS_VALUES_SUM
 
@@ -269,7 +270,7 @@ def test_summary_is_one_readable_block_per_file(
     assert rows["loss"] == "0.25"
     assert rows["epoch"] == "1"
     assert rows["log lines"] == "5"
-    assert rows["test tokens per second"] == "3010.5"  # a rule's gauge, with no code for it
+    assert rows["test tokens per second"] == "3,010.5"  # a rule's gauge, with no code for it
     assert "errors: none" in first
     assert re.search(r"loss_scale_overflow\s+1\s+line 4\b", first)
     # The first lines of the second file: the traceback on line 3, the OOM on line 4.
@@ -382,3 +383,32 @@ def test_stdin_is_streamed_too(
     assert only["metrics"]["modelarts_task_exit_code"] == 3
     assert only["metrics"]["modelarts_task_log_size_bytes"] == len(data)
     assert not math.isnan(only["metrics"]["modelarts_task_loss"])
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (3010.0, "3,010"),
+        (2990.5, "2,990.5"),
+        (4.197100000000001, "4.1971"),
+        (3e-05, "3e-05"),
+        (1.9930761604682383e-05, "1.99307616047e-05"),
+        (float("nan"), "NaN"),
+        (float("-inf"), "-Inf"),
+    ],
+)
+def test_numbers_for_a_person(value: float, shown: str) -> None:
+    assert shown_number(value) == shown
+
+
+def test_a_file_that_cannot_be_read_does_not_stop_the_others(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ok, _ = _two_logs(tmp_path)
+    missing = tmp_path / "nope.log"
+    code, out, err = run(capsys, "analyze", "--format", "summary", str(missing), str(ok))
+    assert code == 2
+    assert out.startswith(str(ok))
+    assert err == f"analyze: {missing}: No such file or directory\n"
+    code, out, err = run(capsys, "analyze", str(missing))
+    assert (code, out) == (2, "")
