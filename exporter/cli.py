@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
-        "serve", help="run the exporter against ModelArts", parents=[common]
+        "serve",
+        help="run the exporter against ModelArts",
+        description="Discover training jobs, read their logs' previews on a schedule and "
+        "serve the metrics on /metrics (configuration: --config.file; README: Configuration).",
+        parents=[common],
     )
     serve.add_argument(
         "--config.file",
@@ -112,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the built-in ModelArts simulator and the exporter against it",
+        description="Start the built-in ModelArts simulator (six jobs: an OOM, a NaN loss, "
+        "a restarting Megatron job ...) and the exporter against it, on 127.0.0.1.",
         parents=[common],
     )
     demo.add_argument(
@@ -130,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     analyze = commands.add_parser(
-        "analyze", help="run the rules over local log files and print the metrics", parents=[common]
+        "analyze",
+        help="run the rules over local log files and print the metrics",
+        description="Run the rules over log files you downloaded, each file as one task, "
+        "and print what the exporter would export for them.",
+        parents=[common],
     )
     analyze.add_argument(
         "--rules",
@@ -159,20 +169,32 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("files", nargs="+", metavar="FILE", help="log files; - reads stdin")
 
     rules = commands.add_parser(
-        "rules", help="validate rule files, run their examples", parents=[common]
+        "rules",
+        help="validate rule files, run their examples",
+        description="check: validate rule files and measure their cost; test: run every "
+        "rule's examples.",
+        parents=[common],
     )
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     for name, text in (
         ("check", "validate the shipped rules and PATHs"),
         ("test", "validate, then run every example in the rules"),
     ):
-        action = rules_commands.add_parser(name, help=text, parents=[common])
-        action.add_argument("paths", nargs="*", metavar="PATH")
+        action = rules_commands.add_parser(name, help=text, description=text, parents=[common])
+        action.add_argument(
+            "paths",
+            nargs="*",
+            metavar="PATH",
+            help="a rule file or a directory of *.yml/*.yaml rule files (besides the shipped "
+            "rules)",
+        )
         action.add_argument("--no-default-rules", action="store_true", help="only the given PATHs")
 
     simulate = commands.add_parser(
         "simulate",
         help="run only the ModelArts simulator (for development and benchmarks)",
+        description="Serve a simulated ModelArts API (list, details, log previews, events, "
+        "task metrics, IAM) and print how to point `serve` at it.",
         parents=[common],
     )
     simulate.add_argument(
@@ -184,12 +206,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # The flag's earlier name keeps working, unlisted.
     simulate.add_argument("--listen-address", dest="listen_address", help=argparse.SUPPRESS)
-    simulate.add_argument("--scenario", choices=["demo", "scale"], default="demo")
-    simulate.add_argument("--jobs", type=int, default=150, help="scale scenario: jobs")
-    simulate.add_argument("--tasks-per-job", type=int, default=2, help="scale scenario")
-    simulate.add_argument("--initial-bytes", type=int, default=200_000, help="scale scenario")
     simulate.add_argument(
-        "--growth-bytes-per-second", type=int, default=2_000, help="scale scenario"
+        "--scenario",
+        choices=["demo", "scale"],
+        default="demo",
+        help="demo: the demo's six jobs; scale: many Running jobs for benchmarks (default: demo)",
+    )
+    simulate.add_argument(
+        "--jobs", type=int, default=150, help="scale scenario: Running jobs (default: 150)"
+    )
+    simulate.add_argument(
+        "--tasks-per-job", type=int, default=2, help="scale scenario: tasks each (default: 2)"
+    )
+    simulate.add_argument(
+        "--initial-bytes",
+        type=int,
+        default=200_000,
+        help="scale scenario: each log's size at start, in bytes (default: 200000)",
+    )
+    simulate.add_argument(
+        "--growth-bytes-per-second",
+        type=int,
+        default=2_000,
+        help="scale scenario: how fast each log grows (default: 2000)",
     )
     simulate.add_argument(
         "--token",
