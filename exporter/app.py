@@ -264,8 +264,10 @@ class Exporter:
         )
         self.metrics.init_rules(rule.name for rule in ready.rules)
         self.collector.set_rules(ready.rules)
-        self.discovery.reconfigure(_discovery_settings(config))
-        self.poller.reconfigure(rules, _collect_settings(config))
+        discovery = _discovery_settings(config)
+        rediscover = discovery != _discovery_settings(old)
+        self.discovery.reconfigure(discovery)
+        self.poller.reconfigure(rules, _collect_settings(config), rediscover=rediscover)
         self.signals.reconfigure(_signal_settings(config))
         self._tls = tls
         self.web = web

@@ -144,13 +144,20 @@ class Poller:
         self._pool_size = self._settings.concurrency
         return ThreadPoolExecutor(max_workers=self._pool_size, thread_name_prefix="poll")
 
-    def reconfigure(self, rules: RuleSet, settings: CollectSettings) -> None:
+    def reconfigure(
+        self, rules: RuleSet, settings: CollectSettings, *, rediscover: bool = False
+    ) -> None:
         """Use these rules and settings from the next poll on (a reload). The cycle in
         flight finishes as it started (a new concurrency applies from the next one); a new
-        interval counts from now."""
+        interval counts from now. ``rediscover`` (the discovery settings changed) makes the
+        next cycle list the jobs, whenever discovery was due: jobs no longer selected go
+        then, newly selected ones come (unless listings are paused for rejected
+        credentials)."""
         old = self._settings
         self._rules = rules
         self._settings = settings
+        if rediscover:
+            self._next_discovery = 0.0
         scheduler = self._scheduler
         if scheduler is not None and settings.interval_seconds != old.interval_seconds:
             scheduler.reschedule_job(

@@ -235,6 +235,35 @@ def test_settings_that_need_a_restart_say_so_and_keep_their_value(
     assert not (s.tmp / "elsewhere.db").exists()
 
 
+def test_a_discovery_change_takes_effect_at_the_next_cycle(setup: Setup) -> None:
+    """README: every key of discovery is applied at once. A reload that changes
+    discovery.name_regex lists the jobs again at the next cycle, not after the old
+    discovery interval (an hour here)."""
+    s = setup
+    s.write_config(collect={"interval_seconds": 30, "discovery_interval_seconds": 3600})
+    assert s.reload().status_code == 200
+    s.exporter.poller.run_cycle()
+    assert s.value("modelarts_exporter_watched_jobs") == 1.0
+    s.clock.now += 30
+    s.write_config(
+        collect={"interval_seconds": 30, "discovery_interval_seconds": 3600},
+        discovery={"name_regex": "^someone-else$"},
+    )
+    response = s.reload()
+    assert response.status_code == 200, response.text
+    assert "discovery.name_regex" in response.text
+    s.clock.now += 30
+    s.exporter.poller.run_cycle()
+    assert s.value("modelarts_exporter_watched_jobs") == 0.0
+    # Back to every job: it comes back at the next cycle too.
+    s.clock.now += 30
+    s.write_config(collect={"interval_seconds": 30, "discovery_interval_seconds": 3600})
+    assert s.reload().status_code == 200
+    s.clock.now += 30
+    s.exporter.poller.run_cycle()
+    assert s.value("modelarts_exporter_watched_jobs") == 1.0
+
+
 def test_reload_takes_post_or_put_only(setup: Setup) -> None:
     s = setup
     response = requests.get(f"{s.url}/-/reload", timeout=5)
