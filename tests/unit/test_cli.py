@@ -696,6 +696,24 @@ def test_rules_check_tells_what_your_rules_cost(
     assert capsys.readouterr().err == ""
 
 
+def test_rules_check_without_the_shipped_rules_gives_a_speed_not_a_ratio(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With --no-default-rules the baseline is no rule at all: a ratio to that (1912x
+    slower) means nothing. The speed alone is given; the RE2 program warning stays."""
+    costly = tmp_path / "slow.yml"
+    costly.write_text("rules:\n  - {name: costly, kind: error, pattern: 'a.{40}Z'}\n")
+    assert main(["rules", "check", "--no-default-rules", str(costly)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {costly}: rules[0] (costly): pattern: an RE2 program of " in err
+    assert "slower" not in err
+    assert "instead of" not in err
+    assert "x the time" not in err
+    notes = [line for line in err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1, err
+    assert " MB/s with your 1 rule (and no other) on a synthetic 1 MiB training log" in notes[0]
+
+
 @pytest.mark.parametrize("formatter", [LogfmtFormatter(), JsonFormatter()], ids=["logfmt", "json"])
 def test_log_lines_are_one_line_whatever_the_api_sent(formatter: logging.Formatter) -> None:
     """A job name with a newline cannot forge a log line; a lone surrogate (valid JSON from
