@@ -484,11 +484,20 @@ def _size(name: str) -> int | None:
 def _rules(args: argparse.Namespace) -> int:
     from .rules import RuleError, RuleSet, load_rules
 
+    if args.no_default_rules and not args.paths:
+        return _problems(
+            [f"rules {args.rules_command}: nothing to check: --no-default-rules and no PATH"]
+        )
     try:
         rules = load_rules(args.paths, include_default=not args.no_default_rules)
     except RuleError as exc:
         return _problems(exc.problems)
     files = len({rule.source.split(": rules[")[0] for rule in rules})
+    if not rules:
+        print(
+            f"warning: nothing was checked: no rule in {', '.join(args.paths)}",
+            file=sys.stderr,
+        )
     if args.rules_command == "check":
         from .rules.cost import rule_cost_warnings
         from .rules.loader import default_rules_dir
@@ -510,6 +519,8 @@ def _rules(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} of {examples} examples failed", file=sys.stderr)
         return EXIT_FAILURE
+    if rules and not examples:
+        print("warning: nothing was tested: none of these rules has an example", file=sys.stderr)
     print(f"ok: {examples} examples of {len(rules)} rules in {_plural(files, 'file')}")
     return EXIT_OK
 

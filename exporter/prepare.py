@@ -37,6 +37,7 @@ from .config.schema import (
 )
 from .config.values import parse_shard
 from .rules import Rule, RuleError, load_rules
+from .rules.loader import EMPTY_FOLDER, folder_rule_files
 from .webconfig import WebConfig, load_web_config
 
 NO_STATE_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
@@ -160,10 +161,12 @@ def _rules(path: Path, settings: BaseModel | None, problems: list[str]) -> tuple
         return None
     found = []
     for number, rule_path in enumerate(settings.paths):
-        if rule_path.exists():
-            found.append(rule_path)
-        else:
+        if not rule_path.exists():
             problems.append(f"{path}: rules.paths[{number}]: {rule_path}: no such file")
+        elif rule_path.is_dir() and not folder_rule_files(rule_path):
+            problems.append(f"{path}: rules.paths[{number}]: {rule_path}: {EMPTY_FOLDER}")
+        else:
+            found.append(rule_path)
     try:
         return tuple(load_rules(found, include_default=settings.include_default))
     except RuleError as exc:

@@ -27,19 +27,30 @@ def default_rules_dir() -> Path:
     return package.parent / "rules"
 
 
+EMPTY_FOLDER = "a folder that holds no *.yml or *.yaml rule file"
+"""The problem of a rules folder that would load nothing (a typo'd suffix, a wrong mount)."""
+
+
+def folder_rule_files(folder: Path) -> list[Path]:
+    """A folder's ``*.yml``/``*.yaml`` files, sorted (hidden ones skipped)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
+    )
+
+
 def rule_files(paths: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Expand directories to their ``*.yml``/``*.yaml`` files (hidden ones skipped)."""
+    """Expand directories to their ``*.yml``/``*.yaml`` files (hidden ones skipped); a
+    directory without one is a problem, as is a path that does not exist."""
     files: list[Path] = []
     problems: list[str] = []
     for path in paths:
         if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.iterdir()
-                    if p.suffix in (".yml", ".yaml") and not p.name.startswith(".") and p.is_file()
-                )
-            )
+            found = folder_rule_files(path)
+            if not found:
+                problems.append(f"{path}: {EMPTY_FOLDER}")
+            files.extend(found)
         elif path.is_file():
             files.append(path)
         else:

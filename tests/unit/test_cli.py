@@ -677,6 +677,66 @@ def test_one_trailing_newline_of_a_credential_is_ignored(
     assert credentials.username in ("", "monitoring")
 
 
+@pytest.mark.parametrize("command", ["check", "test"])
+def test_a_rules_folder_without_a_rule_file_is_a_problem(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str
+) -> None:
+    """A folder of *.yaml.txt files (or a wrong mount) loaded nothing and said ok."""
+    folder = tmp_path / "my-rules"
+    folder.mkdir()
+    (folder / "mine.yml.txt").write_text("rules: []\n")
+    code, out, err = run(capsys, "rules", command, str(folder))
+    assert code == 2, err
+    assert out == ""
+    assert err == f"{folder}: a folder that holds no *.yml or *.yaml rule file\n"
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["config.check", "serve"])
+def test_a_rules_path_folder_without_a_rule_file_is_one_line_exit_2(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    check: bool,
+) -> None:
+    folder = tmp_path / "rules.d"
+    folder.mkdir()
+    text = GOOD + f"rules: {{paths: [{folder}]}}\n"
+    env = {"MODELARTS_AUTH_TOKEN": "t"}
+    code, out, err = _serve(capsys, monkeypatch, tmp_path, env, check, config_text=text)
+    assert code == 2, err
+    assert out == ""
+    config = tmp_path / "cfg.yml"
+    expected = (
+        f"{config}: rules.paths[0]: {folder}: a folder that holds no *.yml or *.yaml rule file"
+    )
+    assert err.splitlines() == [expected]
+
+
+@pytest.mark.parametrize("command", ["check", "test"])
+def test_rules_without_default_rules_and_without_paths_is_bad_usage(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, out, err = run(capsys, "rules", command, "--no-default-rules")
+    assert code == 2
+    assert out == ""
+    assert err == f"rules {command}: nothing to check: --no-default-rules and no PATH\n"
+
+
+def test_rules_that_load_no_rule_or_no_example_say_nothing_was_checked(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.yml"
+    empty.write_text("rules: []\n")
+    code, _, err = run(capsys, "rules", "check", "--no-default-rules", str(empty))
+    assert code == 0
+    assert err == f"warning: nothing was checked: no rule in {empty}\n"
+    untested = tmp_path / "untested.yml"
+    untested.write_text("rules:\n  - {name: boom, kind: error, pattern: 'boom'}\n")
+    code, _, err = run(capsys, "rules", "test", "--no-default-rules", str(untested))
+    assert code == 0
+    assert err == "warning: nothing was tested: none of these rules has an example\n"
+
+
 def test_rules_check_tells_what_your_rules_cost(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
