@@ -618,7 +618,9 @@ class RuleSet:
         for index, rule in enumerate(self.rules):
             for number, example in enumerate(rule.examples):
                 problem = self._check_example(index, rule, example)
-                if problem:
+                if problem and example.where:  # a vocabulary example, named where written
+                    failures.append(f"{example.where} ({rule.name}): {problem}")
+                elif problem:
                     failures.append(f"{rule.source} ({rule.name}): examples[{number}]: {problem}")
         return failures
 

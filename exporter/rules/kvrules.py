@@ -103,7 +103,8 @@ def vocabulary_rules(
             _candidates(losses),
             problems,
             examples=tuple(
-                Example(e.line, e.loss is not None, e.loss, e.step, e.epoch) for e in given
+                Example(e.line, e.loss is not None, e.loss, e.step, e.epoch, where=e.where)
+                for e in given
             ),
             extract=_loss_of(vocabulary),
             extract_fast=vocabulary.loss_value,
@@ -121,6 +122,7 @@ def vocabulary_rules(
                     e.nan_loss
                     if e.nan_loss is not None
                     else e.loss is not None and not math.isfinite(e.loss),
+                    where=e.where,
                 )
                 for e in given
             ),
@@ -133,7 +135,9 @@ def vocabulary_rules(
             problems,
             marker="nan_metric",
             examples=tuple(
-                Example(e.line, e.nan_metric) for e in given if e.nan_metric is not None
+                Example(e.line, e.nan_metric, where=e.where)
+                for e in given
+                if e.nan_metric is not None
             ),
             extract=vocabulary.eval_nan,
         ),
@@ -161,7 +165,12 @@ def vocabulary_rules(
         if not pattern:
             continue
         examples = tuple(
-            Example(e.line, e.telemetry[gauge.concept] is not None, e.telemetry[gauge.concept])
+            Example(
+                e.line,
+                e.telemetry[gauge.concept] is not None,
+                e.telemetry[gauge.concept],
+                where=e.where,
+            )
             for e in given
             if gauge.concept in e.telemetry
         )

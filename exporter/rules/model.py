@@ -173,6 +173,9 @@ class Example:
     step: float | None = None
     epoch: float | None = None
     labels: dict[str, str] | None = None
+    where: str = ""
+    """Where the example was written when it is not the rule's own ``examples[N]`` (a
+    vocabulary example: ``file: vocabulary.examples[N]``); failures name it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,8 @@ class VocabularyExample:
     telemetry: dict[str, float | None] = field(default_factory=dict)
     """Telemetry gauge concept -> the value the line gives it in base units (None: the
     line must give it none); concepts left out are not checked."""
+    where: str = ""
+    """The file and index it was written at: ``file: vocabulary.examples[N]``."""
 
 
 @dataclass(slots=True)
@@ -112,6 +114,7 @@ def _example(raw: Any, where: str, problems: list[str]) -> VocabularyExample | N
         flags["nan_loss"],
         flags["nan_metric"],
         telemetry,
+        where,
     )
 
 

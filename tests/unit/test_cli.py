@@ -737,6 +737,28 @@ def test_rules_that_load_no_rule_or_no_example_say_nothing_was_checked(
     assert err == "warning: nothing was tested: none of these rules has an example\n"
 
 
+@pytest.mark.parametrize("defaults", [True, False], ids=["with-shipped", "alone"])
+def test_a_failing_vocabulary_example_names_its_file_and_its_number_there(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, defaults: bool
+) -> None:
+    """Not `vocabulary (kv_loss): examples[139]`, a place in every file's examples merged."""
+    vocab = tmp_path / "vocab_bad.yml"
+    vocab.write_text(
+        "vocabulary:\n"
+        "  loss: [objective]\n"
+        "  examples:\n"
+        "    - {line: 'objective=0.5', loss: 0.5}\n"
+        "    - {line: 'batch_idx: 120 objective=0.731', loss: 0.9}\n"
+    )
+    flags = [] if defaults else ["--no-default-rules"]
+    code, _, err = run(capsys, "rules", "test", *flags, str(vocab))
+    assert code == 1
+    failures = err.splitlines()[:-1]
+    assert failures == [
+        f"{vocab}: vocabulary.examples[1] (kv_loss): value is 0.731, expected 0.9"
+    ], err
+
+
 def test_rules_check_tells_what_your_rules_cost(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
