@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+# Flags for the demo, e.g. when port 9958 is taken:
+#   make demo DEMO_ARGS='--web.listen-address 127.0.0.1:9959'
+DEMO_ARGS ?=
+
 demo: $(VENV)/.installed-run
-	$(BIN)/modelarts-exporter demo
+	$(BIN)/modelarts-exporter demo $(DEMO_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check exporter tests bench

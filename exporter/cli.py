@@ -362,14 +362,18 @@ def _demo(args: argparse.Namespace) -> int:
             )
             exporter.run()
         except StartError as exc:
-            print(
-                f"modelarts-exporter: {exc} (choose another with --web.listen-address)",
-                file=sys.stderr,
-            )
+            print(f"modelarts-exporter: {exc}{_DEMO_PORT_HINT}", file=sys.stderr)
             return EXIT_FAILURE
         finally:
             simulator.stop()
     return EXIT_OK
+
+
+_DEMO_PORT_HINT = (
+    " (choose another with --web.listen-address HOST:PORT; through make: "
+    "make demo DEMO_ARGS='--web.listen-address 127.0.0.1:9959')"
+)
+"""What the demo says when it cannot listen (``make demo`` passes DEMO_ARGS on)."""
 
 
 def task_ids(names: Sequence[str]) -> list[str]:

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import logging
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -837,3 +838,53 @@ def test_a_state_file_locked_by_another_program_is_one_clear_line(
     [line] = [line for line in err.splitlines() if "level=" not in line]
     assert line.startswith(f"modelarts-exporter: state.path {state}: locked by another program")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yml", "state.db", "state.db.lock"]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_make_demo_passes_demo_args_on(tmp_path: Path) -> None:
+    """`make demo` cannot take --web.listen-address; DEMO_ARGS carries it (dry run)."""
+    venv = tmp_path / "venv"
+    make = shutil.which("make")
+    assert make is not None, "make is needed (the README's quick start uses it)"
+    plan = subprocess.run(
+        [
+            make,
+            "-n",
+            "-C",
+            str(ROOT),
+            "demo",
+            f"VENV={venv}",
+            "DEMO_ARGS=--web.listen-address 127.0.0.1:19251",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"{venv}/bin/modelarts-exporter demo --web.listen-address 127.0.0.1:19251" in plan
+
+
+def test_the_demo_on_a_taken_port_says_how_to_choose_another_through_make(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        code, out, err = run(capsys, "demo", "--web.listen-address", address)
+    assert code == 1
+    assert out == ""
+    [line] = err.splitlines()
+    assert line.startswith(f"modelarts-exporter: web.listen_address {address}: "), line
+    assert "--web.listen-address HOST:PORT" in line
+    assert "make demo DEMO_ARGS='--web.listen-address 127.0.0.1:9959'" in line
+
+
+def test_the_readme_says_where_make_installs_the_command() -> None:
+    """After `make demo`, `modelarts-exporter ...` is not on PATH: the README says so."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert ". .venv/bin/activate" in quick_start
+    assert ".venv/bin/modelarts-exporter" in quick_start
+    assert "make demo DEMO_ARGS='--web.listen-address 127.0.0.1:9959'" in quick_start
