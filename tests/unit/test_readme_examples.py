@@ -49,3 +49,21 @@ def test_a_readme_rule_file_passes_its_examples(
     assert code == 0, captured.err
     assert captured.err == ""
     assert captured.out.startswith("ok: ")
+
+
+def test_the_readme_shows_what_rules_check_and_test_print_for_my_rules(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sample session after "Adding your own metric" prints today's figures (the
+    speed note varies by machine and is not compared)."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    [my_rules] = [text for _, text in BLOCKS if "rank_tokens_per_second" in text]
+    (tmp_path / "my_rules.yml").write_text(my_rules, "utf-8")
+    monkeypatch.chdir(tmp_path)
+    for command in ("check", "test"):
+        prompt = f"$ modelarts-exporter rules {command} my_rules.yml\n"
+        assert prompt in readme
+        shown = readme.split(prompt, 1)[1].split("$ ", 1)[0].splitlines()
+        assert main(["rules", command, "my_rules.yml"]) == 0
+        out = capsys.readouterr().out
+        assert [line for line in shown if line.startswith("ok: ")] == out.splitlines()
