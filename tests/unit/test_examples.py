@@ -133,3 +133,12 @@ def test_licence_and_changelog() -> None:
     assert 'license = "Apache-2.0"' in pyproject
     changelog = (ROOT / "CHANGELOG.md").read_text()
     assert f"## {__version__}" in changelog or "## Unreleased" in changelog
+
+
+def test_the_example_says_name_regex_is_re2() -> None:
+    """name_regex runs on RE2 (a look-around is refused), not Python's re."""
+    text = EXAMPLE.read_text("utf-8")
+    comment = text.split("  name_regex:", 1)[0].rsplit("\n\n", 1)[-1]
+    comment = comment.split("phases:", 1)[-1]
+    assert "RE2" in comment
+    assert "Python" not in comment
