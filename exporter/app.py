@@ -140,7 +140,9 @@ class Exporter:
         self.collector = StoreCollector(store.snapshot, rules, version=lambda: store.version)
 
         if web is None and config.web.config_file is not None:
-            web = load_web_config(config.web.config_file)
+            web = load_web_config(
+                config.web.config_file, given_by=f"{config.path or 'config'}: web.config_file"
+            )
         self.web = web
         self._tls = web.ssl_context_provider() if web else None
         app = make_app(

@@ -115,7 +115,7 @@ def prepare(
 
     credentials = _credentials(path, sections, environ, problems, auth_given=auth_given)
     rules = _rules(path, sections.get("rules"), problems)
-    web = _web(flags, sections.get("web"), problems)
+    web = _web(path, flags, sections.get("web"), problems)
     state = sections.get("state")
     if isinstance(state, StateSettings):
         problems.extend(state_path_problems(str(path), state.path))
@@ -174,16 +174,20 @@ def _rules(path: Path, settings: BaseModel | None, problems: list[str]) -> tuple
         return None
 
 
-def _web(flags: Flags, settings: BaseModel | None, problems: list[str]) -> WebConfig | None:
+def _web(
+    path: Path, flags: Flags, settings: BaseModel | None, problems: list[str]
+) -> WebConfig | None:
     web_file: Path | None = None
+    given_by = "--web.config.file"
     if flags.web_config_file:
         web_file = Path(flags.web_config_file)
     elif isinstance(settings, WebSettings):
         web_file = settings.config_file
+        given_by = f"{path}: web.config_file"
     if web_file is None:
         return None
     try:
-        return load_web_config(web_file)
+        return load_web_config(web_file, given_by=given_by)
     except ConfigError as exc:
         problems.extend(exc.problems)
         return None

@@ -69,6 +69,9 @@ _VERIFY_MODES = {
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
 _BCRYPT_RE = re.compile(r"\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53}")
+_BCRYPT_PREFIX_RE = re.compile(r"\$2[aby]\$")
+BCRYPT_HASH_LENGTH = 60
+"""Characters of a bcrypt hash: ``$2b$``, the cost and ``$``, 22 of salt, 31 of hash."""
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _HEADER_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
 _SSL_SOURCE_RE = re.compile(r"\s*\(_ssl\.c:\d+\)$")
@@ -91,9 +94,15 @@ def _dummy_hash(users: dict[str, str]) -> bytes:
 
 
 def _bcrypt_hash(value: str) -> str:
-    if not _BCRYPT_RE.fullmatch(value):
-        raise ValueError("must be a bcrypt hash starting with $2a$, $2b$ or $2y$")
-    return value
+    if _BCRYPT_RE.fullmatch(value):
+        return value
+    if _BCRYPT_PREFIX_RE.match(value):
+        raise ValueError(
+            f"is not a whole bcrypt hash: {len(value)} characters where a bcrypt hash has "
+            f"{BCRYPT_HASH_LENGTH} ($2b$12$, then 22 of salt and 31 of hash from "
+            "[./A-Za-z0-9]); was it cut when copied?"
+        )
+    raise ValueError("must be a bcrypt hash starting with $2a$, $2b$ or $2y$")
 
 
 ALLOWED_HEADERS = (
@@ -268,10 +277,18 @@ class WebConfig(Section):
         return True
 
 
-def load_web_config(path: str | PathLike[str]) -> WebConfig:
-    """Read and validate a web config file; ConfigError lists every problem."""
+def load_web_config(path: str | PathLike[str], *, given_by: str = "") -> WebConfig:
+    """Read and validate a web config file; ConfigError lists every problem.
+
+    ``given_by`` names where the path came from (``cfg.yml: web.config_file`` or
+    ``--web.config.file``); a file that cannot be read is reported with it in front."""
     path = Path(path)
-    data = load_yaml(path, allow_empty=True)
+    try:
+        data = load_yaml(path, allow_empty=True)
+    except ConfigError as exc:
+        if not given_by:
+            raise
+        raise ConfigError(path, [f"{given_by}: {problem}" for problem in exc.problems]) from None
     try:
         config = WebConfig.model_validate(data, context={"base_dir": path.parent.absolute()})
     except ValidationError as exc:

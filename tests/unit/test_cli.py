@@ -888,3 +888,34 @@ def test_the_readme_says_where_make_installs_the_command() -> None:
     assert ". .venv/bin/activate" in quick_start
     assert ".venv/bin/modelarts-exporter" in quick_start
     assert "make demo DEMO_ARGS='--web.listen-address 127.0.0.1:9959'" in quick_start
+
+
+@pytest.mark.parametrize("by", ["config", "flag"])
+def test_a_web_config_file_that_cannot_be_read_names_the_key_or_flag(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, by: str
+) -> None:
+    missing = tmp_path / "nosuch-web.yml"
+    env = {"MODELARTS_AUTH_TOKEN": "t"}
+    if by == "config":
+        text = GOOD + f"web: {{config_file: {missing}}}\n"
+        code, out, err = _serve(capsys, monkeypatch, tmp_path, env, True, config_text=text)
+        expected = f"{tmp_path / 'cfg.yml'}: web.config_file: {missing}: file not found"
+    else:
+        monkeypatch.setattr(app, "Exporter", None)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        config = tmp_path / "cfg.yml"
+        config.write_text(GOOD + f"state: {{path: {tmp_path}/state.db}}\n")
+        code, out, err = run(
+            capsys,
+            "serve",
+            "--config.file",
+            str(config),
+            "--web.config.file",
+            str(missing),
+            "--config.check",
+        )
+        expected = f"--web.config.file: {missing}: file not found"
+    assert code == 2, err
+    assert out == ""
+    assert err.splitlines() == [expected]

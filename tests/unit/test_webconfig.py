@@ -190,15 +190,21 @@ def test_bad_hashes_and_users(write: Write) -> None:
           plain: {PASSWORD}
           md5: $1$abc$0123456789012345678901
           short: {HASH[:-1]}
+          cut: "$2b$12$abcdefghijklmnopqrstuv"
           "": {HASH}
         """
     )
     problems = problems_of(path)
+    cut = (
+        "is not a whole bcrypt hash: {} characters where a bcrypt hash has 60 ($2b$12$, "
+        "then 22 of salt and 31 of hash from [./A-Za-z0-9]); was it cut when copied?"
+    )
     assert problems == [
         f'{path}: basic_auth_users."": invalid key: String should have at least 1 character',
+        f"{path}: basic_auth_users.cut: {cut.format(29)}",
         f"{path}: basic_auth_users.md5: must be a bcrypt hash starting with $2a$, $2b$ or $2y$",
         f"{path}: basic_auth_users.plain: must be a bcrypt hash starting with $2a$, $2b$ or $2y$",
-        f"{path}: basic_auth_users.short: must be a bcrypt hash starting with $2a$, $2b$ or $2y$",
+        f"{path}: basic_auth_users.short: {cut.format(59)}",
     ]
     assert PASSWORD not in "\n".join(problems)
 
