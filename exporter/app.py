@@ -211,9 +211,11 @@ class Exporter:
 
     def run(self) -> None:
         """Start; reload on SIGHUP; stop cleanly on SIGTERM or SIGINT."""
+        started = False
         with SignalWaiter((signal.SIGTERM, signal.SIGINT, signal.SIGHUP)) as signals:
             try:
                 self.start()
+                started = True
                 while (received := signals.wait()) == signal.SIGHUP:
                     self.reload("SIGHUP")
                 log.info("received %s: stopping", received.name)
@@ -222,7 +224,8 @@ class Exporter:
                 # while stopping is ignored rather than killing the process mid-save.
                 signals.restore((signal.SIGTERM, signal.SIGINT))
                 self.stop()
-                log.info("stopped")
+                if started:  # one that could not start (StartError) never says it stopped
+                    log.info("stopped")
 
     # --- reload ---------------------------------------------------------------------------
 

@@ -838,6 +838,9 @@ def test_a_state_file_locked_by_another_program_is_one_clear_line(
     [line] = [line for line in err.splitlines() if "level=" not in line]
     assert line.startswith(f"modelarts-exporter: state.path {state}: locked by another program")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.yml", "state.db", "state.db.lock"]
+    # It never started: no "stopped" line before the error.
+    logged = [line for line in err.splitlines() if "level=" in line]
+    assert not [line for line in logged if 'msg="stopped"' in line or "msg=stopped" in line]
 
 
 ROOT = Path(__file__).resolve().parents[2]
