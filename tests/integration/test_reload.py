@@ -347,6 +347,7 @@ def test_sighup_reloads_serve_and_a_broken_file_keeps_it_running(tmp_path: Path)
         assert code == 0, exporter.log()
     records = [json.loads(line) for line in exporter.log().splitlines()]
     messages = [r["msg"] for r in records]
+    assert messages[-2:] == ["received SIGTERM: stopping", "stopped"]
     reloaded = [m for m in messages if m.startswith("reloaded ")]
     assert len(reloaded) == 1
     assert "(SIGHUP)" in reloaded[0]
