@@ -206,8 +206,10 @@ def test_the_demos_failed_job_in_chromium(stack: Stack) -> None:
     line, and the healthy jobs without a diagnosis."""
 
     def failed_page() -> Page | None:
+        # The OOM line can be read a cycle before discovery sees the job as Failed.
         page = Page(dump_dom(f"{stack.exporter_url}/jobs"))
-        return page if "Tried to allocate" in page.visible() else None
+        seen = page.visible()
+        return page if "Tried to allocate" in seen and f"{FAILED_JOB} Failed" in seen else None
 
     page = wait_for(failed_page, timeout=40, what="the OOM on /jobs", logs=stack.processes)
     failed = [
