@@ -138,9 +138,10 @@ def test_a_task_link_shows_only_that_task(running: Running) -> None:
     page = Page(dump_dom(f"{running.url}/jobs?{query}"))
     assert f"task-{job}-worker-1" in page.by_id
     assert f"task-{job}-worker-0" not in page.by_id
-    assert "1 watched job, 1 task, 0 failed." in page.visible()
+    assert "A selection of the watched jobs: 1 job, 1 task, 0 failed." in page.visible()
     unknown = Page(dump_dom(f"{running.url}/jobs?training_job_id=nope"))
     assert "No training job matches." in unknown.visible()
+    assert "0 watched jobs" not in unknown.visible()  # it watches some: none matched
 
 
 def test_the_json_has_the_same_as_the_page(running: Running) -> None:
