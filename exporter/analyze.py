@@ -24,6 +24,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import re
 import sys
 import time
 import zlib
@@ -52,7 +53,11 @@ class FileReport:
     """The file as given on the command line (``-`` for stdin)."""
     task: TaskState
     first_lines: dict[tuple[str, str], int] = field(default_factory=dict)
-    """(severity, marker) -> number (from 1) of the first line where the marker counted."""
+    """(severity, marker) -> number (from 1) of the first line where the marker counted,
+    as ``grep -n`` and editors number them: each ``\n`` ends a line (a progress bar
+    redrawn with ``\r`` stays on its line, though the rules read each frame)."""
+    newlines: int = 0
+    """``\n`` in the bytes taken so far (the numbering of ``first_lines``)."""
 
 
 class LogSource:
@@ -279,7 +284,6 @@ def _poll(
     """One window: the line the cursor held back, then the new bytes."""
     pending = task.cursor.pending
     window = pending + new if pending else new
-    before = int(task.lines)
     task, stats = apply_preview(
         task,
         LogWindow(window, size - task.cursor.offset, size),
@@ -291,9 +295,28 @@ def _poll(
     )
     if stats.scan is not None and stats.scan.first_line_index:
         for key, index in stats.scan.first_line_index.items():
-            report.first_lines[key] = before + index + 1
+            # the scan's lines are the window's (\r ends one too); a person's end at \n
+            report.first_lines[key] = report.newlines + _newlines_before(window, index) + 1
             unseen.discard(key)
+    taken = len(window) - len(task.cursor.pending)  # what is held back is the window's end
+    report.newlines += window.count(b"\n", 0, taken)
     return task
+
+
+_LINE_END = re.compile(rb"\r\n?|\n")
+
+
+def _newlines_before(window: bytes, index: int) -> int:
+    """``\n`` in ``window`` before the start of its line ``index`` (from 0), its lines
+    ending at ``\r\n``, ``\r`` or ``\n``."""
+    if index == 0:
+        return 0
+    if b"\r" not in window:
+        return index
+    for number, end in enumerate(_LINE_END.finditer(window), 1):
+        if number == index:
+            return window.count(b"\n", 0, end.end())
+    return window.count(b"\n")
 
 
 def _utf8(data: bytes, *, final: bool) -> tuple[bytes, int]:

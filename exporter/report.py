@@ -27,7 +27,8 @@ bytes ...) is left out. ``possible_failure`` is the reason a file that printed n
 would get had its job failed (``analyze --failed`` gives it as ``failure_info``), else
 null. Numbers are JSON numbers; NaN and infinities are the strings
 ``"NaN"``, ``"+Inf"`` and ``"-Inf"`` (as in the Prometheus text format). Line numbers
-count from 1, with ``\\r\\n``, ``\\r`` and ``\\n`` each ending a line.
+count from 1 as ``grep -n`` counts them: each ``\\n`` ends a line (a progress bar
+redrawn with ``\\r`` stays on its line).
 """
 
 from __future__ import annotations

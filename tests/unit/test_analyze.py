@@ -128,10 +128,12 @@ def test_streamed_analyze_equals_one_scan_of_the_whole_file(rules: RuleSet, bloc
     )
     assert task.lines == len(_lines(data))
     assert task.processed_bytes == task.log_size == len(data)
-    # Each marker's first line: the first line that, scanned alone, raises it.
+    # Each marker's first line: the first line (the rules' lines end at \r too) that,
+    # scanned alone, raises it, numbered as grep -n numbers lines (each \n ends one).
     first: dict[tuple[str, str], int] = {}
-    for number, line in enumerate(_lines(text), 1):
-        alone = rules.scan(line)
+    for piece in re.finditer(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$", text):
+        alone = rules.scan(piece.group().rstrip(b"\r\n"))
+        number = text.count(b"\n", 0, piece.start()) + 1
         for severity, found in (("error", alone.errors), ("warning", alone.warnings)):
             for marker in found:
                 first.setdefault((severity, marker), number)
