@@ -24,7 +24,10 @@ Abnormal and its log printed no exit code 0. Its root cause, in this order:
      kernel's OOM report printed after it, an NCCL error or timeout to the CUDA illegal
      memory access on another rank, the ``terminate called`` abort to the NCCL/HCCL
      error or timeout it rethrows, an Ascend/HCCL error code to the HCCL timeout, the
-     ``ValueError`` that stops training to the NaN loss before it.
+     ``ValueError`` that stops training to the NaN loss before it;
+   - a ``sigkill`` printed after a worker's non-zero exit code (not 137 or -9) is the
+     launcher ending the other workers (Slurm's srun ``tasks 3,7: Killed`` after ``task 5:
+     Exited with exit code 1``): not the cause.
 2. Else **the exit code by meaning**: 137/-9 ``sigkill`` (often the OOM killer), 247
    (ModelArts: memory) ``sigkill``, 139/-11 ``segfault``, 134/-6 ``abort``, 135/-7
    ``bus_error``.
@@ -326,6 +329,8 @@ def explain(task: TaskState) -> Diagnosis:
     candidates = _candidates(task)
     cause = _root_cause(candidates)
     exit_code = task.exit_code
+    if cause is not None and _aftermath(cause, task):
+        cause = None
     if cause is None:
         reason = _exit_reason(exit_code)
         evidence = (task.exit_line,) if task.exit_line is not None else ()
@@ -387,6 +392,21 @@ def _candidates(task: TaskState) -> list[_Candidate]:
     if device_reports and len(found) > 1:
         found = [c for c in found if c not in device_reports]
     return found
+
+
+def _aftermath(cause: _Candidate, task: TaskState) -> bool:
+    """Whether the cause is a launcher ending the other workers after one had failed with
+    an exit code printed before it (Slurm's srun: ``task 5: Exited with exit code 1``, then
+    ``tasks 3,7: Killed``): the kills are its consequence, not why the run failed."""
+    line = task.exit_line
+    code = task.exit_code
+    return (
+        cause.marker == "sigkill"
+        and line is not None
+        and line.position < cause.position
+        and code is not None
+        and code not in (137, -9, 9, 247)
+    )
 
 
 def _legacy_count(task: TaskState, marker: str) -> bool:

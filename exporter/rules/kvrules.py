@@ -36,7 +36,7 @@ from .vocabulary import Vocabulary
 
 SOURCE = "vocabulary"
 
-_SEP = r"['\"]?\)?\s*(?:::|=>>?|[:=\x{FF1A}]|\s+is\b)?\s*(?:tensor\(\s*)?[\[(]?\s*['\"]?"
+_SEP = r"['\"]?\)?\s*(?:::|=>>?|[:=,\x{FF1A}]|\s+is\b)?\s*(?:tensor\(\s*)?[\[(]?\s*['\"]?"
 _VALUE = r"[-+]?(?:\d|\.\d|nan|inf)"
 _FRAME = r"\d+(?:/\d+)?[a-z]* ?(?:\[[\d:]+(?:<[\d:?]+)?,\s*[\d.?]+\s*(?:s/it|it/s)|━)"
 """A progress frame counting iterations: tqdm's ``n/total [elapsed<left, 1.5s/it``
@@ -191,12 +191,15 @@ def vocabulary_rules(
 
 def _nan_metric_candidates(vocabulary: Vocabulary) -> str:
     """A nan on a line that matches one of the vocabulary's ``eval_lines`` (before or
-    after it): not every ``nan`` (Megatron's ``number of nan iterations:`` on each line)."""
+    after it), or as the value of a key that says eval (``'eval_loss': nan``): not every
+    ``nan`` (Megatron's ``number of nan iterations:`` on each line)."""
     nan = r"(?i:(?:^|[^\w.])[-+]?nan(?:[^\w]|$))"
     if not vocabulary.eval_lines:
         return nan
     lines = "|".join(f"(?:{p})" for p in vocabulary.eval_lines)
-    return rf"(?:{lines})[^\n]*?{nan}|{nan}[^\n]*?(?:{lines})"
+    words = "|".join(re.escape(w) for w in sorted(vocabulary.eval_words, key=len)[::-1])
+    keyed = rf"(?i:(?:^|[^a-z])(?:{words})[\w .\-/]{{0,24}}?['\"]?{_SEP}[-+]?nan(?:[^\w]|$))"
+    return rf"(?:{lines})[^\n]*?{nan}|{nan}[^\n]*?(?:{lines})|{keyed}"
 
 
 def _rule(

@@ -36,16 +36,22 @@ _UNIT = (
     r"|\s(?:ms|s|sec|secs|seconds|min|mins|minutes|h|hours?|days?)\b"
 )
 
+_TIME_WORD = r"(?:days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|[dhms])"
+_AMOUNT = rf"\d+(?:\.\d+)?\s?{_TIME_WORD}(?![a-zA-Z])"
+_WORD_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
 _PAIR = re.compile(
     r"(?<![\w'\"])['\"]?"
     rf"(?P<key>{_WORD}(?: (?!is\b){_WORD}){{0,4}})['\"]?"
     r"(?:\s?\((?P<paren>[A-Za-z%/]{1,12})\))?"
-    r"(?P<sep>\s*(?:::|=>>?|[:=\uff1a])\s*|\s+is\s+|\s+)"
+    r"(?P<sep>\s*(?:::|=>>?|[:=\uff1a])\s*|\s+is\s+|\s+|(?<=['\"]),\s*)"
     r"(?:"
     # [N] or [N/T], then perhaps [n/t]: mmcv's `Epoch [1][240/735]`, `Iter [2700/120000]`
     r"\[\s*(?P<bn>\d+)(?:\s*/\s*(?P<bt>\d+))?\s*\]"
     # a duration: `3:02:11`, `1 day, 2:03:04`, `0:00:07.5`
     r"|(?P<dur>(?P<days>\d+)\s*days?,\s*\d{1,2}:\d\d:\d\d|\d{1,3}:\d\d(?::\d\d)?(?:\.\d+)?)"
+    # a duration in words, two units or more: `23 minutes and 16.79 seconds`, `1h 5m 3s`
+    rf"|(?P<words>{_AMOUNT}(?:,?\s(?:and\s)?{_AMOUNT})+)(?![\w.])"
     # a number, perhaps inside tensor([...]), brackets or quotes, perhaps N/T, perhaps a unit
     rf"|(?:tensor\(\s*)?[\[(]?\s*['\"]?(?P<num>{_NUM})"
     r"(?:\s*/\s*(?P<total>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))?"
@@ -128,6 +134,14 @@ def key_tokens(key: str) -> tuple[str, ...]:
     return tokens
 
 
+def _word_seconds(text: str) -> float:
+    """``23 minutes and 16.79 seconds``, ``1h 5m 3s`` in seconds."""
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)\s?([a-z]+)", text):
+        total += float(amount) * _WORD_SECONDS[unit[0]]
+    return total
+
+
 def _clock_seconds(text: str) -> float:
     """``[D day(s), ]H:MM:SS`` or ``MM:SS`` (as tqdm prints it) in seconds."""
     days = 0.0
@@ -174,6 +188,9 @@ def find_pairs(line: str) -> list[Pair]:
             pairs.append(Pair(key, tokens, value, start, total, unit, mode=mode))
         elif groups[g["dur"] - 1] is not None:
             seconds = _clock_seconds(groups[g["dur"] - 1])
+            pairs.append(Pair(key, tokens, seconds, start, None, "s", seconds, mode))
+        elif groups[g["words"] - 1] is not None:
+            seconds = _word_seconds(groups[g["words"] - 1])
             pairs.append(Pair(key, tokens, seconds, start, None, "s", seconds, mode))
         else:
             total_text = groups[g["total"] - 1]

@@ -94,6 +94,14 @@ _NOT_CURRENT_TELEMETRY = frozenset(
 """Modifiers that make a telemetry key a setting or another quantity (``max_lr``,
 ``clip_grad_norm``, ``data_time``, ``epoch time``, ``Attempted loss scale``)."""
 
+_PHASES = frozenset(
+    {"loader", "loading", "dataloader", "optim", "optimizer", "opt", "forward", "backward"}
+    | {"fwd", "bwd", "fw", "bw", "comm", "communication", "allreduce", "io", "sync", "log"}
+    | {"logging", "ckpt", "checkpoint", "eval", "inference", "generate", "generation"}
+)
+"""Parts of a step whose time is not the step's (``loader_time``, ``optim_time``,
+``forward_time``: Mozilla TTS, FunASR, ESPnet print them beside the step's own)."""
+
 _TRAILING = {
     "train": 0,
     "training": 0,
@@ -272,6 +280,16 @@ class Vocabulary:
                     timed.ignored,
                     unit=tokens[-1],
                 )
+        cut = next((i for i, t in enumerate(tokens[1:-1], 1) if t in ("in", "of")), 0)
+        if cut:  # `step_in_epoch`, `step_in_slice`: a step (counted in something)
+            return self._classify_name(tokens[:cut])
+        if len(tokens) > 1 and tokens[-1].isdigit():
+            # a parameter group's value (`lr_0`, `lr_1`: ESPnet, fairseq): group 0 first
+            grouped = self._classify_name(tokens[:-1])
+            if grouped is None or grouped.concept not in KEY_CONCEPTS:
+                return None
+            rank = grouped.rank if tokens[-1] == "0" else max(grouped.rank, 1)
+            return replace(grouped, rank=rank)
         while len(tokens) > 1 and tokens[-1] in _FILLER:
             tokens = tokens[:-1]  # `avg loss so far is 0.02`
         if "per" in tokens[:-1]:  # a rate per device is still the rate (as printed)
@@ -354,7 +372,9 @@ class Vocabulary:
         if concept in ("step", "epoch", "batch"):
             ignored = any(t in _NOT_CURRENT_POSITION for t in prefix)
             return Meaning(concept, evaluation, 0, plural, train, ignored)
-        ignored = any(t in _NOT_CURRENT_TELEMETRY for t in prefix)
+        ignored = any(t in _NOT_CURRENT_TELEMETRY for t in prefix) or (
+            concept == "step_time" and any(t in _PHASES for t in prefix)
+        )
         rank = RUNNING_RANK if any(t in _RUNNING for t in prefix) else 0
         return Meaning(concept, evaluation, rank, plural, train, ignored)
 
@@ -513,8 +533,12 @@ class Vocabulary:
 
     def eval_nan(self, line: str) -> bool:
         """Whether a line of an evaluation pass (and of no training step: it prints no
-        training loss) prints a nan: a metric that could not be computed."""
-        return self.eval_context(line) and self.read_line(line).loss is None
+        training loss) prints a nan: a metric that could not be computed. An evaluation
+        loss printed nan (``'eval_loss': nan``) makes it one."""
+        facts = self.read_line(line)
+        if facts.loss is not None:
+            return False
+        return any(math.isnan(p.value) for p in facts.eval_losses) or self.eval_context(line)
 
     def training_loss_nan(self, line: str) -> bool:
         """Whether a training-loss key of the line prints nan or inf."""

@@ -193,6 +193,26 @@ def test_a_cause_printed_after_its_consequence_still_wins(rules: RuleSet) -> Non
     assert explain(task).reason == "cuda_error"
 
 
+def test_a_launcher_ending_the_other_workers_is_not_the_cause(rules: RuleSet) -> None:
+    """srun kills the other tasks once one has failed: the kills follow the cause."""
+    log = (
+        b"step 40 | loss 0.71\n"
+        b"srun: error: gpu-7: task 2: Exited with exit code 3\n"
+        b"slurmstepd: error: *** STEP 1234.0 ON gpu-7 CANCELLED AT 2024-02-01T10:00:00 ***\n"
+        b"srun: error: gpu-7: tasks 0-1,3: Killed\n"
+    )
+    failed = explain(poll(rules, TaskState("j", "t"), log))
+    assert (failed.reason, failed.exit_code) == ("unknown", 3)
+    # killed first, or by the OOM killer's own code: the kill is the cause
+    killed = log.replace(b"Exited with exit code 3", b"Exited with exit code 137")
+    assert explain(poll(rules, TaskState("j", "t"), killed)).reason == "sigkill"
+    first = (
+        b"srun: error: gpu-7: tasks 0-1,3: Killed\n"
+        b"srun: error: gpu-7: task 2: Exited with exit code 3\n"
+    )
+    assert explain(poll(rules, TaskState("j", "t"), first)).reason == "sigkill"
+
+
 def test_a_reset_starts_a_new_run_with_its_own_cause(rules: RuleSet) -> None:
     task = poll(rules, TaskState("j", "t"), (FIXTURES / "cuda_oom_torchrun.log").read_bytes())
     assert explain(task).reason == "cuda_oom"

@@ -32,6 +32,10 @@ KNOWN_MISSES = {
     # The shipped segfault rule fires on Ray's list of *possible* causes ("(3) the worker
     # crashed unexpectedly due to SIGSEGV"): a marker false positive, not the diagnosis.
     "m_verl_grpo_ray_actor_unavailable.log": "segfault",
+    # CANN's `EE1002 ... Stream synchronize timeout.`: one line, a CANN code and a timeout;
+    # the diagnosis names the code (ascend_error, whose remedy looks it up), the label
+    # the timeout. Either helps; the line is the evidence in both.
+    "torch_npu_ee1002_stream_sync_timeout.log": "ascend_error",
 }
 """Labelled logs (some not yet in this repository) whose reason differs from the label."""
 

@@ -31,7 +31,7 @@ SHARED = ROOT.parent / "shared"
 # corpus -> (exit code, last loss, its step, marker F1, telemetry), each a minimum
 LEVELS = {
     ROOT / "tests/field/failing": (1.0, 1.0, 1.0, 0.98, 0.85),
-    ROOT / "tests/field/successful": (1.0, 0.96, 1.0, 0.9, 0.85),
+    ROOT / "tests/field/successful": (1.0, 0.96, 0.97, 0.9, 0.85),
     SHARED / "corpus": (1.0, 1.0, 1.0, 1.0, 1.0),
     SHARED / "field/cases": (1.0, 1.0, 1.0, 1.0, 1.0),
 }

@@ -112,6 +112,12 @@ def test_loss_scale_is_not_a_loss(vocabulary: Vocabulary) -> None:
         ("iter: 40 | Steps: 41 | loss: 0.5", 0.5, 40, None),
         ("Epochs: 3, loss: 0.2", 0.2, None, 3),
         ("steps 12/300 loss 0.2", 0.2, 12, None),
+        # a step counted in something is a step, never that something
+        ("epoch: 1/50, iter_in_epoch: 120, loss: 0.5", 0.5, 120, 1),
+        ("step_of_epoch=7 | loss=0.25", 0.25, 7, None),
+        # name/value tuples, as Python prints a list of them
+        ("[('loss_att', 0.699), ('acc', 0.81), ('loss', 0.791)]", 0.791, None, None),
+        ("('step', 5) ('loss', 0.2)", 0.2, 5, None),
         # a share or a time is not a count
         ("Steps: 12% | loss: 0.3", 0.3, None, None),
         ("epoch: 3.5s | loss: 0.3", 0.3, None, None),
@@ -246,6 +252,18 @@ def test_nan_losses_counted_once_per_line_by_the_marker() -> None:
         # a time key spelled `timing`, its unit after `in`
         ("global_step: 9 | train_step_timing in s: 0.5 | loss: 1.0", "step_time", 0.5),
         ("iter_time_in_ms: 250, loss: 1.0", "step_time", 0.25),
+        # a duration in words, every unit of it
+        ("epoch 3 | loss 0.2 | ETA: 1 hour, 5 minutes and 3 seconds", "eta", 3903.0),
+        ("Estimated time to finish: 2 minutes and 1.5 seconds", "eta", 121.5),
+        ("step 9 loss 0.1 eta 2h 30m", "eta", 9000.0),
+        ("eta: 12 minutes, loss: 0.5", "eta", 720.0),
+        # a part of a step is not the step: the step's own time wins, or none
+        ("| > step_time: 2.0197  | > loader_time: 0.02", "step_time", 2.0197),
+        ("iter 5 loss 0.3 forward_time=0.1 backward_time=0.2 optim_time=0.104", "step_time", None),
+        ("step 3 loss 0.2 optimizer_lr: 0.001", "learning_rate", 0.001),
+        # a parameter group's value: group 0 first
+        ("step 3, loss=1.5, lr_0=0.1, lr_1=0.2", "learning_rate", 0.1),
+        ("step 3, loss=1.5, lr_1=0.2", "learning_rate", 0.2),
         # a global step's total is the run's, even beside an epoch's total
         ("Epoch [2/10] | global_step 300/5000 | loss 0.1", "total_steps", 5000.0),
         ("Epoch [2/10] | step 30/500 | loss 0.1", "total_steps", None),
@@ -262,3 +280,18 @@ def test_a_word_of_change_after_a_loss_is_no_loss(vocabulary: Vocabulary) -> Non
     assert facts.loss is not None
     assert facts.loss.value == 0.5
     assert facts.telemetry == {}
+
+
+@pytest.mark.parametrize(
+    ("line", "nan_metric"),
+    [
+        ("{'eval_loss': nan, 'eval_wer': 100.0, 'epoch': 1.0}", True),
+        ("val_loss: nan", True),
+        ("[eval] loss: nan", True),
+        ("{'loss': nan, 'grad_norm': nan}", False),  # a training loss: nan_loss, not this
+        ("number of nan iterations: 0 | lm loss: 3.2", False),
+    ],
+)
+def test_an_evaluation_that_printed_nan(line: str, nan_metric: bool) -> None:
+    warnings = RuleSet(load_rules()).scan(line.encode()).warnings
+    assert bool(warnings.get("nan_metric")) is nan_metric
