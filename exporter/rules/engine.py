@@ -28,6 +28,7 @@ import bisect
 import math
 import re
 import time
+from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -170,8 +171,9 @@ class _State:
     marker_lines: dict[tuple[str, str], set[int]] = field(default_factory=dict)
     contexts: dict[int, list[tuple[int, float | None, float | None]]] = field(default_factory=dict)
     """Context rule index -> (line offset, step, epoch) of each line it matched, in order."""
-    losses: list[_LossLine] = field(default_factory=list)
-    """Every line with a training loss, in line order."""
+    losses: deque[_LossLine] = field(default_factory=lambda: deque(maxlen=_LOOKBACK_LINES + 1))
+    """The last lines with a training loss, in line order (what ``_last_loss`` looks at;
+    a block of a million loss lines keeps nine)."""
     fruitless: dict[int, int] = field(default_factory=dict)
     """Vocabulary gauge -> candidate lines read that gave it nothing."""
     series: dict[int, set[Labels]] = field(default_factory=dict)
@@ -386,7 +388,7 @@ class RuleSet:
             return
         chosen = losses[-1]
         if chosen.rank >= RUNNING_RANK:
-            for earlier in reversed(losses[-1 - _LOOKBACK_LINES : -1]):
+            for earlier in reversed(list(losses)[-1 - _LOOKBACK_LINES : -1]):
                 if earlier.rank < RUNNING_RANK:
                     chosen = earlier
                     break

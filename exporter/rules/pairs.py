@@ -53,7 +53,8 @@ _PAIR = re.compile(
     # a duration in words, two units or more: `23 minutes and 16.79 seconds`, `1h 5m 3s`
     rf"|(?P<words>{_AMOUNT}(?:,?\s(?:and\s)?{_AMOUNT})+)(?![\w.])"
     # a number, perhaps inside tensor([...]), brackets or quotes, perhaps N/T, perhaps a unit
-    rf"|(?:tensor\(\s*)?[\[(]?\s*['\"]?(?P<num>{_NUM})"
+    # (spaces only after a bracket: a run of spaces must not be split two ways)
+    rf"|(?:tensor\(\s*)?(?:[\[(]\s*)?['\"]?(?P<num>{_NUM})"
     r"(?:\s*/\s*(?P<total>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))?"
     # not the start of a date, a clock or a version: `2026-11-30`, `10:30:01`, `3.4.5`
     r"(?!\d|\.\d|[-:/]\d)"
@@ -67,9 +68,9 @@ _LEADING = re.compile(r"^\W{0,3}?(?P<n>\d+)(?:\s*/\s*(?P<t>\d+))?(?P<end>\s*(?:\
 """A line that starts with its position: ``190/446 (epoch 0), ...``, ``670 | loss 4.25``."""
 
 _FRAME = re.compile(
-    r"(?<![\w.])(?P<n>\d+)(?:/(?P<t>\d+)|(?=[a-z]* ?\[[\d:]+,))[a-z]* ?"
-    r"(?:\[(?P<elapsed>[\d:]+)(?:<(?P<left>[\d:?]+))?"
-    r",\s*(?P<rate>[\d.?]+|\?)\s*(?P<unit>s/it|it/s|[A-Za-z]+/s|s/[A-Za-z]+)|(?P<bar>━+))"
+    r"(?<![\w.])(?P<n>\d+)(?:/(?P<t>\d+)|(?=[a-z]* ?\[\d+(?::\d+)*,))[a-z]* ?"
+    r"(?:\[(?P<elapsed>\d+(?::\d+)*)(?:<(?P<left>\d+(?::\d+)*|\?))?"
+    r",\s*(?P<rate>\d+(?:\.\d+)?|\?)\s*(?P<unit>s/it|it/s|[A-Za-z]+/s|s/[A-Za-z]+)|(?P<bar>━+))"
 )
 """A progress frame: tqdm's ``n/total [elapsed<left, rate unit`` (``69it [01:18, 2.02it/s``
 when tqdm knows no total), Keras 3's ``n/total ━━━``."""
@@ -82,8 +83,10 @@ _PER_SECOND = re.compile(
 )
 """A throughput without a key: llm.c's ``53120 tok/s``."""
 _BAR_GLYPHS = "█▏▎▍▌▋▊▉━─╸╺ |:"
-_BAR = re.compile(r"\s*\d{1,3}%\s*\|[^|]*\|\s*$")
+_BAR = re.compile(r"\d{1,3}%\s*\|[^|]*\|\s*$")  # no leading \s*: quadratic in a run of spaces
 """A tqdm bar before its frame: what is left before it describes the bar."""
+_BAR_LOOK = 400
+"""How far before a frame its bar and description are looked for, in characters."""
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
 _SPLIT = re.compile(r"[\s_.\-@]+|(/)")
@@ -118,6 +121,7 @@ _MODES = frozenset({"train", "val", "valid", "eval", "test"})
 
 
 _TOKENS: dict[str, tuple[str, ...]] = {}
+_CACHED_KEY_CHARS = 128
 
 
 def key_tokens(key: str) -> tuple[str, ...]:
@@ -128,9 +132,10 @@ def key_tokens(key: str) -> tuple[str, ...]:
         tokens = tuple(t for t in _SPLIT.split(_CAMEL.sub(" ", key).lower()) if t)
         while tokens and tokens[0] == "/":
             tokens = tokens[1:]
-        if len(_TOKENS) > 16384:
-            _TOKENS.clear()
-        _TOKENS[key] = tokens
+        if len(key) <= _CACHED_KEY_CHARS:  # a hostile 64 KiB key is not kept
+            if len(_TOKENS) > 16384:
+                _TOKENS.clear()
+            _TOKENS[key] = tokens
     return tokens
 
 
@@ -213,7 +218,10 @@ def find_pairs(line: str) -> list[Pair]:
             left_seconds = _clock_seconds(left) if "?" not in left else None
             start = frame.start()
             total = float(frame["t"]) if frame["t"] is not None else None
-            context = _BAR.sub("", line[:start])[-60:].strip(_BAR_GLYPHS)
+            # what describes the bar is just before it (a bounded look: one line can
+            # hold thousands of frames)
+            context = _BAR.sub("", line[max(0, start - _BAR_LOOK) : start])[-60:]
+            context = context.strip(_BAR_GLYPHS)
             pairs.append(
                 Pair(
                     "n/t [",

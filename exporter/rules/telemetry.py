@@ -8,6 +8,7 @@ others (a dataset ``Map`` or an ``Evaluating`` bar says nothing of training).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -120,6 +121,7 @@ _BAR_NOT_TRAINING = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=1024)  # a context is at most 60 characters; bars repeat theirs
 def bar_kind(context: str) -> str:
     """What a progress bar counts, from what the line says before it: ``"training"``
     (an HF Trainer bar says nothing: ``""``), ``"epoch"`` (Lightning's ``Epoch 3:``: the

@@ -195,8 +195,15 @@ class Vocabulary:
     _eval_line: Any = field(default=None, repr=False)
     _plans: dict[bytes, Any] = field(default_factory=dict, repr=False)
     _recent: dict[str, LineFacts] = field(default_factory=dict, repr=False)
+    _recent_long: dict[str, LineFacts] = field(default_factory=dict, repr=False)
+    """The last long line read (one at most: the rules read a line one after the other)."""
     _ignore_line: Any = field(default=None, repr=False)
     _cjk: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    _by_last: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = field(
+        default_factory=dict, repr=False
+    )
+    """Last token -> (order, concept, entry) of the entries that end with it: a key is
+    matched against the few entries that can end it, not every entry."""
 
     @classmethod
     def build(
@@ -224,6 +231,15 @@ class Vocabulary:
         object.__setattr__(vocabulary, "_eval_line", _any_of(lines))
         object.__setattr__(vocabulary, "_ignore_line", _any_of(ignored))
         object.__setattr__(vocabulary, "_cjk", tuple(sorted(cjk, key=lambda c: -len(c[0]))))
+        by_last: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
+        order = 0
+        for concept, entries in by_concept.items():
+            for entry in entries:
+                by_last.setdefault(entry[-1], []).append((order, concept, entry))
+                order += 1
+        object.__setattr__(
+            vocabulary, "_by_last", {last: tuple(found) for last, found in by_last.items()}
+        )
         return vocabulary
 
     # --- keys --------------------------------------------------------------------------
@@ -234,9 +250,10 @@ class Vocabulary:
         if cached is not self:
             return cached  # type: ignore[return-value]
         meaning = self._classify(tokens)
-        if len(self._cache) > 8192:
-            self._cache.clear()
-        self._cache[tokens] = meaning
+        if sum(map(len, tokens)) <= _CACHED_CHARS:  # a hostile 64 KiB key is not kept
+            if len(self._cache) > 8192:
+                self._cache.clear()
+            self._cache[tokens] = meaning
         return meaning
 
     def _classify(self, tokens: tuple[str, ...]) -> Meaning | None:
@@ -324,15 +341,17 @@ class Vocabulary:
         best: tuple[int, str, tuple[str, ...], bool] | None = None
         last = tokens[-1]
         singular = _PLURALS.get(last)
-        for concept, entries in self.keys.items():
-            for entry in entries:
-                size = len(entry)
-                if size > len(tokens) or (best is not None and size <= best[0]):
-                    continue
-                if tokens[-size:] == entry:
-                    best = (size, concept, tokens[:-size], False)
-                elif singular is not None and (*tokens[-size:-1], singular) == entry:
-                    best = (size, concept, tokens[:-size], True)
+        candidates = self._by_last.get(last, ())
+        if singular is not None and singular in self._by_last:
+            candidates = tuple(sorted((*candidates, *self._by_last[singular])))
+        for _, concept, entry in candidates:  # in the order of self.keys, as they were
+            size = len(entry)
+            if size > len(tokens) or (best is not None and size <= best[0]):
+                continue
+            if tokens[-size:] == entry:
+                best = (size, concept, tokens[:-size], False)
+            elif singular is not None and (*tokens[-size:-1], singular) == entry:
+                best = (size, concept, tokens[:-size], True)
         if best is None and _CJK.search(last):
             for word, concept in self._cjk:
                 if last.endswith(word) and word != last:
@@ -388,12 +407,19 @@ class Vocabulary:
         """The training loss of one line with its step and epoch, its other losses and
         its telemetry. The last lines read are remembered: the vocabulary's rules read the
         same candidate line one after the other."""
-        facts = self._recent.get(line)
+        facts = self._recent.get(line) or self._recent_long.get(line)
         if facts is None:
-            facts = self._read(line)
-            if len(self._recent) >= _RECENT_LINES:
-                self._recent.clear()
-            self._recent[line] = facts
+            try:
+                facts = self._read(line)
+            except (ValueError, ArithmeticError):  # never one line's oddity for the block
+                facts = LineFacts()
+            if len(line) <= _CACHED_CHARS:
+                if len(self._recent) >= _RECENT_LINES:
+                    self._recent.clear()
+                self._recent[line] = facts
+            else:  # a long line's pairs are kept until the next long line only
+                self._recent_long.clear()
+                self._recent_long[line] = facts
         return facts
 
     def _read(self, line: str) -> LineFacts:
@@ -490,9 +516,16 @@ class Vocabulary:
         """(value, rank) of the training loss of a line of raw bytes, or None: the same as
         ``read_line``, fast for lines whose shape (the line without its digits) was read
         before. A shape remembers where its loss is (the k-th occurrence of the text from
-        its key to its value); lines of one shape differ only in their digits, and what
-        a line means never depends on its digits."""
-        shape = line.translate(None, _DIGITS)
+        its key to its value). A shape is the line with every digit made ``0``: lines of
+        one shape differ only in the values of their digits, never in where a digit
+        stands (``1loss`` is no key, ``loss`` is; ``12:30`` is a clock, ``1234:30`` is
+        not), and what a line means does not depend on those values (the shipped
+        ``eval_lines`` and ``ignore_lines`` hold no digit). Lines longer than
+        ``_CACHED_CHARS`` are read whole, not remembered."""
+        if len(line) > _CACHED_CHARS:
+            facts = self.read_line(line.decode("utf-8", "replace"))
+            return (facts.loss.value, facts.rank) if facts.loss is not None else None
+        shape = line.translate(_ZEROS)
         plan = self._plans.get(shape, _UNKNOWN)
         if plan is _UNKNOWN:
             plan = self._plan(line)
@@ -541,7 +574,12 @@ class Vocabulary:
         return any(math.isnan(p.value) for p in facts.eval_losses) or self.eval_context(line)
 
     def training_loss_nan(self, line: str) -> bool:
-        """Whether a training-loss key of the line prints nan or inf."""
+        """Whether a training-loss key of the line prints nan or inf. A diverged run
+        prints one on every line: its training loss, found by the line's shape, says so
+        without reading the line's every pair."""
+        chosen = self.loss_value(line.encode())
+        if chosen is not None and not math.isfinite(chosen[0]):
+            return True
         return any(not math.isfinite(p.value) for p in self.read_line(line).training_losses)
 
 
@@ -586,7 +624,10 @@ def _telemetry(
             values["total_steps"] = step.total
 
 
-_DIGITS = b"0123456789"
+_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_CACHED_CHARS = 2048
+"""Lines (and keys) longer than this are read each time, never remembered: a hostile log
+of 64 KiB lines must not fill the caches with them."""
 _MAX_PLANS = 4096
 _RECENT_LINES = 512
 _UNKNOWN: Any = object()

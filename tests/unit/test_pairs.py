@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelarts_exporter.rules.pairs import find_pairs, key_tokens
 
@@ -104,3 +106,36 @@ def test_a_huge_line_without_spaces_is_linear() -> None:
     # One start position only (keys start after a non-word character): no blow-up.
     assert find_pairs("a" * 200_000 + ": 1") == find_pairs("a" * 200_000 + ": 1")
     assert len(find_pairs("loss: 1 " * 20_000)) == 20_000
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "1/2 [00:01<:, 1it/s]",
+        "1/2 [00:01<1::, 1it/s]",
+        "1/2 [00:01<00:02, .it/s]",
+        "1/2 [00:01<00:02, 1.2.3it/s]",
+        "1/2 [00:01<00:02, ?.?s/it]",
+        "Training:  50%|#####     | 1/2 [00:01<:, 1.00s/it]",
+        "Epoch [1][240/735] eta: 1:: lr: 0.1 loss: 0.5",
+    ],
+)
+def test_odd_progress_frames_are_no_frames_and_never_raise(line: str) -> None:
+    """A frame whose clock or rate is not one (``<:``, ``1.2.3it/s``) made every later
+    poll of its job fail; it is simply not a frame."""
+    pairs = find_pairs(line)
+    assert all(math.isfinite(p.value) or p.tokens != ("frame", "rate") for p in pairs)
+    assert all(p.seconds is None or p.seconds >= 0 for p in pairs)
+
+
+@given(st.text(alphabet="0123456789:/<>[]?., itsloseap%|=", max_size=80))
+@settings(max_examples=2000, deadline=None)
+def test_find_pairs_never_raises(line: str) -> None:
+    find_pairs(line)
+
+
+@pytest.mark.parametrize("run", [1, 40, 5000])
+def test_a_run_of_spaces_after_a_key_is_read_as_one_separator(run: int) -> None:
+    """(It was split two ways by the pattern: a 64 KiB line took minutes.)"""
+    pairs = find_pairs("loss: 1 abcd" + " " * run + "| step" + " " * run + "7")
+    assert [(p.tokens, p.value) for p in pairs] == [(("loss",), 1.0), (("step",), 7.0)]

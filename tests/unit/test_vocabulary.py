@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from modelarts_exporter.rules import RuleError, RuleSet, load_rules
+from modelarts_exporter.rules import RuleError, RuleSet, load_rules, pairs
 from modelarts_exporter.rules.loader import default_rules_dir
 from modelarts_exporter.rules.model import load_rule_file
 from modelarts_exporter.rules.pairs import key_tokens
@@ -295,3 +295,45 @@ def test_a_word_of_change_after_a_loss_is_no_loss(vocabulary: Vocabulary) -> Non
 def test_an_evaluation_that_printed_nan(line: str, nan_metric: bool) -> None:
     warnings = RuleSet(load_rules()).scan(line.encode()).warnings
     assert bool(warnings.get("nan_metric")) is nan_metric
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "loss"),
+    [
+        # a digit glued to a key makes it no key: the same line without it has a loss
+        (
+            "{'1loss': 0.5123, 'grad_norm': 1.234, 'epoch': 0.25}",
+            "{'loss': 0.5123, 'grad_norm': 1.234, 'epoch': 0.25}",
+            0.5123,
+        ),
+        ("step: 5, 1loss: 0.5", "step: 5, loss: 0.5", 0.5),
+        # a clock and a number with as many characters but other digits
+        ("step 10 loss: 1234:30", "step 11 loss: 12:30", 750.0),
+        ("step 10 loss: 12:30", "step 11 loss: 1234:30", None),
+    ],
+)
+def test_what_one_line_printed_never_changes_how_another_is_read(
+    first: str, then: str, loss: float | None
+) -> None:
+    """Lines are remembered by their shape across every job the exporter watches: a line
+    of one job must not decide how another job's line is read."""
+    ruleset = RuleSet(load_rules())
+    ruleset.scan(first.encode() + b"\n")
+    result = ruleset.scan(then.encode() + b"\n")
+    assert (result.loss.value if result.loss else None) == loss
+    alone = RuleSet(load_rules()).scan(then.encode() + b"\n")
+    assert (alone.loss.value if alone.loss else None) == loss
+
+
+def test_long_lines_are_not_remembered(vocabulary: Vocabulary) -> None:
+    """A log of 64 KiB lines must not fill the caches (it held gigabytes)."""
+    for i in range(3):
+        key = "k" * 5000 + str(i)
+        line = f"{key}: 1 " + "loss: nan " * 6000
+        vocabulary.read_line(line)
+        vocabulary.loss_value(line.encode())
+    assert all(len(line) <= 2048 for line in vocabulary._recent)
+    assert len(vocabulary._recent_long) <= 1
+    assert all(len(shape) <= 2048 for shape in vocabulary._plans)
+    assert all(len(key) <= 128 for key in pairs._TOKENS)
+    assert all(sum(map(len, tokens)) <= 2048 for tokens in vocabulary._cache)
