@@ -403,10 +403,18 @@ def _aftermath(cause: _Candidate, task: TaskState) -> bool:
     return (
         cause.marker == "sigkill"
         and line is not None
+        and cause.line is not None
         and line.position < cause.position
         and code is not None
         and code not in (137, -9, 9, 247)
+        and _TASK_EXITED.search(line.text) is not None
+        and _TASKS_KILLED.search(cause.line.text) is not None
     )
+
+
+_TASK_EXITED = re.compile(r"\btasks? [\d,\-]+: Exited with exit code \d+")
+_TASKS_KILLED = re.compile(r"\btasks? [\d,\-]+: Killed\b")
+"""srun's lines for one task that failed and for the tasks it then ended (Slurm's srun)."""
 
 
 def _legacy_count(task: TaskState, marker: str) -> bool:

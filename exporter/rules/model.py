@@ -633,13 +633,17 @@ def load_rule_file(
         vocabulary = parse_vocabulary(data["vocabulary"], f"{path}: vocabulary", problems)
         if vocabulary is not None and vocabularies is not None:
             vocabularies.append(vocabulary)
+    if defined is not None and isinstance(data, dict) and isinstance(data.get("rules"), list):
+        for index, raw in enumerate(data["rules"]):  # every rule's name, valid or not
+            name = raw.get("name") if isinstance(raw, dict) else None
+            if isinstance(name, str):
+                source = f"{path}: rules[{index}]"
+                first = defined.setdefault(name, source)
+                if first != source:
+                    problems.append(f"{source} ({name}): name: also defined at {first}")
     for source, spec in parse_rule_file(data, str(path), problems):
         if declared is not None:
             declared.setdefault(spec.name, spec.kind)
-        if defined is not None:
-            first = defined.setdefault(spec.name, source)
-            if first != source:
-                problems.append(f"{source} ({spec.name}): name: also defined at {first}")
         rule = _compile_rule(spec, source, problems)
         if rule is not None:
             rules.append(rule)

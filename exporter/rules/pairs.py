@@ -85,7 +85,7 @@ _PER_SECOND = re.compile(
 _BAR_GLYPHS = "█▏▎▍▌▋▊▉━─╸╺ |:"
 _BAR = re.compile(r"\d{1,3}%\s*\|[^|]*\|\s*$")  # no leading \s*: quadratic in a run of spaces
 """A tqdm bar before its frame: what is left before it describes the bar."""
-_BAR_LOOK = 400
+_BAR_LOOK = 1024
 """How far before a frame its bar and description are looked for, in characters."""
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z]{2})")
@@ -186,6 +186,8 @@ def find_pairs(line: str) -> list[Pair]:
             at = match.start(g["sn"]) if groups[g["sn"] - 1] is not None else match.start(g["qn"])
             pairs.append(Pair("[n/t]", ("frame",), float(position), at, float(total_text)))
         tokens = key_tokens(key)
+        if not tokens:  # a key of separators only (`_: 1`, `__ = 3`): no key
+            continue
         if groups[g["bn"] - 1] is not None:
             bt = groups[g["bt"] - 1]
             total = float(bt) if bt is not None else None

@@ -199,6 +199,10 @@ class Vocabulary:
     """The last long line read (one at most: the rules read a line one after the other)."""
     _ignore_line: Any = field(default=None, repr=False)
     _cjk: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    _shape_table: bytes | None = field(default=None, repr=False)
+    """How a line becomes its shape (every digit ``0``); None: lines are their own shape,
+    when a user's ``eval_lines`` or ``ignore_lines`` pattern names a digit (``rank[1-9]``),
+    so that the digits' values can change what a line means."""
     _by_last: dict[str, tuple[tuple[int, str, tuple[str, ...]], ...]] = field(
         default_factory=dict, repr=False
     )
@@ -231,6 +235,8 @@ class Vocabulary:
         object.__setattr__(vocabulary, "_eval_line", _any_of(lines))
         object.__setattr__(vocabulary, "_ignore_line", _any_of(ignored))
         object.__setattr__(vocabulary, "_cjk", tuple(sorted(cjk, key=lambda c: -len(c[0]))))
+        if all(_digit_free(pattern) for pattern in (*lines, *ignored)):
+            object.__setattr__(vocabulary, "_shape_table", _ZEROS)
         by_last: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
         order = 0
         for concept, entries in by_concept.items():
@@ -298,8 +304,10 @@ class Vocabulary:
                     unit=tokens[-1],
                 )
         cut = next((i for i, t in enumerate(tokens[1:-1], 1) if t in ("in", "of")), 0)
-        if cut:  # `step_in_epoch`, `step_in_slice`: a step (counted in something)
-            return self._classify_name(tokens[:cut])
+        if cut:  # `step_in_epoch`, `iter_of_epoch`: a step (counted in something)
+            head = self._classify_name(tokens[:cut])
+            if head is not None and head.concept in ("step", "batch") and not head.plural:
+                return head  # (not `steps in epoch`: a count; not `time in epoch`)
         if len(tokens) > 1 and tokens[-1].isdigit():
             # a parameter group's value (`lr_0`, `lr_1`: ESPnet, fairseq): group 0 first
             grouped = self._classify_name(tokens[:-1])
@@ -411,7 +419,7 @@ class Vocabulary:
         if facts is None:
             try:
                 facts = self._read(line)
-            except (ValueError, ArithmeticError):  # never one line's oddity for the block
+            except (ValueError, ArithmeticError, LookupError):  # one odd line, not the block
                 facts = LineFacts()
             if len(line) <= _CACHED_CHARS:
                 if len(self._recent) >= _RECENT_LINES:
@@ -525,7 +533,8 @@ class Vocabulary:
         if len(line) > _CACHED_CHARS:
             facts = self.read_line(line.decode("utf-8", "replace"))
             return (facts.loss.value, facts.rank) if facts.loss is not None else None
-        shape = line.translate(_ZEROS)
+        table = self._shape_table
+        shape = line.translate(table) if table is not None else line
         plan = self._plans.get(shape, _UNKNOWN)
         if plan is _UNKNOWN:
             plan = self._plan(line)
@@ -642,10 +651,16 @@ _CHANGES = frozenset(
 """Words that give a key a new value, said of the key before (``..., reducing to 64``)."""
 
 
+def _digit_free(pattern: str) -> bool:
+    """Whether an RE2 pattern matches alike on lines that differ only in their digits'
+    values: it names no digit (``\\d`` and repeat counts such as ``{1,3}`` are fine)."""
+    return not re.search(r"\d", re.sub(r"\{\d+(?:,\d*)?\}|\\[dD]", "", pattern))
+
+
 def _is_change(tokens: tuple[str, ...]) -> bool:
-    """Whether a key is only a word of change (and filler): ``reducing to``."""
-    words = [t for t in tokens if t not in _FILLER]
-    return bool(words) and all(t in _CHANGES for t in words)
+    """Whether a key is a word of change and ``to``: ``reducing to`` (not ``updated``, which
+    may count something else: ``updated 12 params``)."""
+    return len(tokens) >= 2 and tokens[-1] == "to" and all(t in _CHANGES for t in tokens[:-1])
 
 
 def _key_starts(line: bytes, anchor: bytes) -> list[int]:

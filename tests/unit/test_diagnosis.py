@@ -211,6 +211,14 @@ def test_a_launcher_ending_the_other_workers_is_not_the_cause(rules: RuleSet) ->
         b"srun: error: gpu-7: task 2: Exited with exit code 3\n"
     )
     assert explain(poll(rules, TaskState("j", "t"), first)).reason == "sigkill"
+    # any other exit status before a kill leaves the kill the cause
+    other = (
+        b"subprocess.CalledProcessError: Command 'git rev-parse HEAD' returned non-zero "
+        b"exit status 128.\n"
+        b"step 40 | loss 0.71\n"
+        b"/var/spool/slurmd/job00191/slurm_script: line 28:  8156 Killed  python3 train.py\n"
+    )
+    assert explain(poll(rules, TaskState("j", "t"), other)).reason == "sigkill"
 
 
 def test_a_reset_starts_a_new_run_with_its_own_cause(rules: RuleSet) -> None:

@@ -571,6 +571,14 @@ def test_every_problem_at_once_even_of_rules_that_fail_their_checks(tmp_path: Pa
     assert any(f"{where}0] (Bad): kind: 'eror' must be one of" in p for p in found)
     assert any(f"{where}0] (Bad): pattern: " in p and "look" in p for p in found)
     assert f"{where}2] (twice): name: also defined at {where}1]" in found
+    # a rule that fails another check (an unknown key) still has its name counted
+    other = write(
+        tmp_path,
+        "s.yml",
+        "rules:\n- {name: same, kind: error, pattern: a, colour: red}\n"
+        "- {name: same, kind: error, pattern: b}\n",
+    )
+    assert f"{other}: rules[1] (same): name: also defined at {other}: rules[0]" in problems(other)
     assert any(f"{where}1] (twice): metric: modelarts_task_loss is one of" in p for p in found)
 
 

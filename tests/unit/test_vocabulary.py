@@ -115,6 +115,12 @@ def test_loss_scale_is_not_a_loss(vocabulary: Vocabulary) -> None:
         # a step counted in something is a step, never that something
         ("epoch: 1/50, iter_in_epoch: 120, loss: 0.5", 0.5, 120, 1),
         ("step_of_epoch=7 | loss=0.25", 0.25, 7, None),
+        # ... but a count in something is no step, nor is a time or another loss
+        ("Epoch 2 | steps in epoch: 500 | loss: 0.3", 0.3, None, 2),
+        ("step 4 | loss: 0.5 | loss of discriminator: 0.7", 0.5, 4, None),
+        # a key of separators only is no key
+        ("{'_': 1, 'loss': 0.5}", 0.5, None, None),
+        ("x | __: 3 | step 9 | loss: 0.5", 0.5, 9, None),
         # name/value tuples, as Python prints a list of them
         ("[('loss_att', 0.699), ('acc', 0.81), ('loss', 0.791)]", 0.791, None, None),
         ("('step', 5) ('loss', 0.2)", 0.2, 5, None),
@@ -252,6 +258,12 @@ def test_nan_losses_counted_once_per_line_by_the_marker() -> None:
         # a time key spelled `timing`, its unit after `in`
         ("global_step: 9 | train_step_timing in s: 0.5 | loss: 1.0", "step_time", 0.5),
         ("iter_time_in_ms: 250, loss: 1.0", "step_time", 0.25),
+        # a word of change is the key before it only with `to`
+        ("step 10 | lr: 0.001, updated 12 params | loss 0.5", "learning_rate", 0.001),
+        ("grad_norm: 1.2 | changed 3 layers | loss 0.5", "grad_norm", 1.2),
+        # PyTorch's ReduceLROnPlateau: not a group index for a learning rate
+        ("Epoch    10: reducing learning rate of group 0 to 1.0000e-04.", "learning_rate", None),
+        ("step 3 | loss 0.2 | time per iter 0.5s, time in epoch 100.0s", "step_time", 0.5),
         # a duration in words, every unit of it
         ("epoch 3 | loss 0.2 | ETA: 1 hour, 5 minutes and 3 seconds", "eta", 3903.0),
         ("Estimated time to finish: 2 minutes and 1.5 seconds", "eta", 121.5),
@@ -337,3 +349,19 @@ def test_long_lines_are_not_remembered(vocabulary: Vocabulary) -> None:
     assert all(len(shape) <= 2048 for shape in vocabulary._plans)
     assert all(len(key) <= 128 for key in pairs._TOKENS)
     assert all(sum(map(len, tokens)) <= 2048 for tokens in vocabulary._cache)
+
+
+def test_the_shipped_vocabulary_reads_lines_by_shape(vocabulary: Vocabulary) -> None:
+    assert vocabulary._shape_table is not None
+
+
+def test_a_users_line_pattern_that_names_a_digit_reads_each_line_itself(tmp_path: Path) -> None:
+    """`ignore_lines: ['^\\[rank[1-9]\\]']` makes a line's digits part of its meaning:
+    lines of one shape may differ, so no line decides for another."""
+    rules = tmp_path / "ranks.yml"
+    rules.write_text("vocabulary:\n  ignore_lines: ['^\\[rank[1-9]\\]']\n")
+    ruleset = RuleSet(load_rules([rules]))
+    assert ruleset.scan(b"[rank3] step 5 loss 0.3\n").loss is None
+    result = ruleset.scan(b"[rank0] step 6 loss 0.2\n")
+    assert result.loss is not None
+    assert result.loss.value == 0.2
