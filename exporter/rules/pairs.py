@@ -39,6 +39,7 @@ _UNIT = (
 _TIME_WORD = r"(?:days?|hours?|hrs?|minutes?|mins?|seconds?|secs?|[dhms])"
 _AMOUNT = rf"\d+(?:\.\d+)?\s?{_TIME_WORD}(?![a-zA-Z])"
 _WORD_SECONDS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_AMOUNT_PARTS = re.compile(r"(\d+(?:\.\d+)?)\s?([a-z]+)")
 
 _PAIR = re.compile(
     r"(?<![\w'\"])['\"]?"
@@ -142,7 +143,7 @@ def key_tokens(key: str) -> tuple[str, ...]:
 def _word_seconds(text: str) -> float:
     """``23 minutes and 16.79 seconds``, ``1h 5m 3s`` in seconds."""
     total = 0.0
-    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)\s?([a-z]+)", text):
+    for amount, unit in _AMOUNT_PARTS.findall(text):
         total += float(amount) * _WORD_SECONDS[unit[0]]
     return total
 

@@ -531,8 +531,7 @@ class Vocabulary:
         ``eval_lines`` and ``ignore_lines`` hold no digit). Lines longer than
         ``_CACHED_CHARS`` are read whole, not remembered."""
         if len(line) > _CACHED_CHARS:
-            facts = self.read_line(line.decode("utf-8", "replace"))
-            return (facts.loss.value, facts.rank) if facts.loss is not None else None
+            return self._read_whole(line)
         table = self._shape_table
         shape = line.translate(table) if table is not None else line
         plan = self._plans.get(shape, _UNKNOWN)
@@ -544,16 +543,19 @@ class Vocabulary:
         if plan is None:
             return None
         if isinstance(plan, bool):  # a shape whose plan could not be made: read it all
-            facts = self.read_line(line.decode("utf-8", "replace"))
-            return (facts.loss.value, facts.rank) if facts.loss is not None else None
+            return self._read_whole(line)
         anchor, occurrence, rank = plan
         end = _nth_key(line, anchor, occurrence)
         number = _NUMBER.match(line, end) if end >= 0 else None
         if number is None:
-            facts = self.read_line(line.decode("utf-8", "replace"))
-            return (facts.loss.value, facts.rank) if facts.loss is not None else None
+            return self._read_whole(line)
         value = float(number.group())
         return (math.nan if math.isnan(value) else value), rank
+
+    def _read_whole(self, line: bytes) -> tuple[float, int] | None:
+        """``loss_value`` by reading all of the line's pairs."""
+        facts = self.read_line(line.decode("utf-8", "replace"))
+        return (facts.loss.value, facts.rank) if facts.loss is not None else None
 
     def _plan(self, line: bytes) -> tuple[bytes, int, int] | bool | None:
         """How to find the loss in lines of this shape: (the bytes from its key to its
